@@ -1,0 +1,37 @@
+# lego: the two commands of the README (`make demo`, `make test`) create the environment first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA ?= data/synthego
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup test test-all demo bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch/torchvision are pinned (2.14.1 / 0.29.1) in pyproject.toml, so pip never pulls a newer torch.
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install lego with its test extras
+
+test: setup  ## the default test suite (CPU, offline)
+	$(PY) -m pytest -q
+
+test-all: setup  ## including slow tests
+	$(PY) -m pytest -q -m ''
+
+demo: setup  ## built-in SynthEgo data + the main job on CPU with tiny models
+	$(PY) -m lego synthego --out $(DATA) --train 2000 --val 200 --size 64 --seed 0 --grid outputs/demo/synthego_pairs.png
+	@echo "Demo: SynthEgo written to $(DATA); sample (input | action frame) grid in outputs/demo/synthego_pairs.png"
+
+bench: setup  ## speed / size benchmarks, written as JSON to benchmarks/results/
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: setup
+	$(VENV)/bin/ruff check lego tests benchmarks
+
+clean:
+	rm -rf outputs logs

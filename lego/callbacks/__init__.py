@@ -1,0 +1,3 @@
+"""Callbacks of lego: prediction writers, image grids and the evaluation suite."""
+
+__all__: list[str] = []

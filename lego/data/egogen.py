@@ -1,0 +1,660 @@
+"""The EgoGen release format: records JSON, safe frame paths, frame loading, Dataset, DataModule.
+
+Layout of a dataset root (the paper's release; SynthEgo writes the same)::
+
+    <root>/EgoGen/<frames_subdir>/{train,val,val_gt_for_metric}/<clip>/<action>/<frame>
+    <root>/<name>_{train,val}.json        {clip_id: {action_id: {image_0, image_1, action, ...}}}
+    <root>/<name>_metadata.json           {clip_id: {height, width, ...}}
+    <root>/curation_from_gpt/<name>_for_tuning_forecasting.json   LLaVA conversation list
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from lego.batch import EgoBatch, EgoSample
+
+log = logging.getLogger(__name__)
+
+TextSource = Literal["action", "raw_action", "description"]
+FrameCheck = Literal["open", "decode", "none"]
+OnBadRecord = Literal["error", "skip"]
+
+#: Image modes converted to RGB on load. Anything else (16-bit, float, ...) is refused.
+CONVERTIBLE_MODES = frozenset({"RGB", "L", "LA", "RGBA", "RGBa", "P", "PA", "CMYK", "YCbCr", "1"})
+#: Fields every record must carry.
+REQUIRED_FIELDS = ("image_0", "image_1", "action")
+
+
+class DataFormatError(ValueError):
+    """A file of an EgoGen-format dataset is missing, malformed or unsafe.
+
+    The message always names the file and, where there is one, the record.
+    """
+
+
+def load_json(path: Path) -> Any:
+    """Read a JSON file, turning every failure into a :class:`DataFormatError` naming the file.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The parsed JSON value.
+
+    Raises:
+        DataFormatError: If the file is missing, unreadable or not valid JSON.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise DataFormatError(f"{path}: file not found") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataFormatError(f"{path}: cannot read file ({err})") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(
+            f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+        ) from err
+
+
+@dataclass(frozen=True)
+class Record:
+    """One entry ``json[clip_id][action_id]`` of a records file."""
+
+    clip_id: str
+    action_id: str
+    fields: dict[str, Any]
+    source: Path
+
+    @property
+    def sample_id(self) -> str:
+        """``"<clip_id>/<action_id>"``."""
+        return f"{self.clip_id}/{self.action_id}"
+
+    def where(self) -> str:
+        """Human-readable location of the record, for error messages."""
+        return f"{self.source}: record {self.sample_id!r}"
+
+
+def read_records(path: Path) -> list[Record]:
+    """Read a nested ``{clip_id: {action_id: record}}`` records file, in insertion order.
+
+    Args:
+        path: The ``<name>_<split>.json`` file.
+
+    Returns:
+        The records, in JSON order (which drives inference order, as in the paper's code).
+
+    Raises:
+        DataFormatError: If the file is malformed or not nested as expected.
+    """
+    path = Path(path)
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise DataFormatError(
+            f"{path}: expected a JSON object {{clip_id: {{action_id: record}}}}, "
+            f"got {type(data).__name__}"
+        )
+    records = []
+    for clip_id, actions in data.items():
+        if not isinstance(actions, dict):
+            raise DataFormatError(
+                f"{path}: clip {clip_id!r} must map action ids to records, "
+                f"got {type(actions).__name__}"
+            )
+        for action_id, fields in actions.items():
+            if not isinstance(fields, dict):
+                raise DataFormatError(
+                    f"{path}: record {clip_id}/{action_id!r} must be an object, "
+                    f"got {type(fields).__name__}"
+                )
+            records.append(Record(str(clip_id), str(action_id), fields, path))
+    return records
+
+
+def safe_join(base: Path, relative: str, where: str) -> Path:
+    """Join a relative path from a data file onto ``base``, refusing paths that escape it.
+
+    Args:
+        base: The folder the path is relative to.
+        relative: The path as written in the data file (POSIX separators).
+        where: The file and record the path comes from, for the error message.
+
+    Returns:
+        The joined path.
+
+    Raises:
+        DataFormatError: If the path is empty, absolute, or climbs out of ``base``.
+    """
+    if not isinstance(relative, str) or not relative.strip():
+        raise DataFormatError(f"{where}: empty or non-string frame path {relative!r}")
+    posix = PurePosixPath(relative.replace("\\", "/"))
+    if posix.is_absolute() or ".." in posix.parts or (posix.parts and ":" in posix.parts[0]):
+        raise DataFormatError(f"{where}: unsafe frame path {relative!r} escapes {base}")
+    return base.joinpath(*posix.parts)
+
+
+def open_rgb(path: Path, where: str, decode: bool = True) -> Image.Image:
+    """Open an image as RGB, converting grayscale, RGBA and palette images.
+
+    Args:
+        path: The image file.
+        where: The file and record it belongs to, for the error message.
+        decode: Decode the pixels now (otherwise only the header is read).
+
+    Returns:
+        The RGB image (or the lazily opened image when ``decode`` is False).
+
+    Raises:
+        DataFormatError: If the file is missing, unreadable, or has an unsupported mode.
+    """
+    try:
+        image = Image.open(path)
+    except FileNotFoundError as err:
+        raise DataFormatError(f"{where}: frame not found: {path}") from err
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataFormatError(f"{where}: unreadable frame {path} ({err})") from err
+    if image.mode not in CONVERTIBLE_MODES:
+        raise DataFormatError(
+            f"{where}: frame {path} has unsupported image mode {image.mode!r} "
+            "(expected RGB, grayscale, RGBA or palette)"
+        )
+    if not decode:
+        return image
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataFormatError(f"{where}: corrupt frame {path} ({err})") from err
+    if image.mode in ("RGBA", "LA", "PA", "RGBa") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        # Composite transparency onto black, as most viewers would show a video frame.
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def frame_to_tensor(image: Image.Image, resolution: int) -> Tensor:
+    """Squash-resize an RGB image to ``resolution`` x ``resolution`` (LANCZOS) in [-1, 1].
+
+    Args:
+        image: An RGB image.
+        resolution: Output side length in pixels.
+
+    Returns:
+        A ``3 x resolution x resolution`` float32 tensor in [-1, 1].
+    """
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
+
+
+class FeatureReader(Protocol):
+    """Supplies VLM embeddings for a sample (the VLM feature cache plugs in here)."""
+
+    def read(self, sample_id: str, image_0: str) -> dict[str, Tensor]:
+        """Return ``{"vlm_image": N x D, "vlm_text": 77 x D, "vlm_text_mask": 77}``."""
+        ...
+
+
+@dataclass(frozen=True)
+class PreparedRecord:
+    """A validated record with resolved paths and the strings a sample needs."""
+
+    clip_id: str
+    action_id: str
+    image_0: str
+    image_1: str | None
+    input_path: Path
+    target_path: Path | None
+    action: str
+    raw_action: str
+    text: str
+    description: str | None
+    curated: str | None
+    question: str | None
+    where: str
+
+    @property
+    def sample_id(self) -> str:
+        """``"<clip_id>/<action_id>"``."""
+        return f"{self.clip_id}/{self.action_id}"
+
+
+class EgoGenDataset(Dataset[EgoSample]):
+    """Pure-torch dataset over prepared records: loads, resizes and (jointly) flips frames.
+
+    Args:
+        records: Validated records of one split.
+        resolution: Square side the frames are squashed to.
+        flip_prob: Probability of flipping input and target frames together horizontally. The
+            text is left as it is (the paper's behaviour), so "left"/"right" is not swapped.
+        load_targets: Load the target frame (off for inference on unseen inputs).
+        feature_reader: Optional source of VLM embeddings, keyed by sample id and input path.
+    """
+
+    def __init__(
+        self,
+        records: list[PreparedRecord],
+        resolution: int,
+        flip_prob: float = 0.0,
+        load_targets: bool = True,
+        feature_reader: FeatureReader | None = None,
+    ) -> None:
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+        self.records = records
+        self.resolution = resolution
+        self.flip_prob = flip_prob
+        self.load_targets = load_targets
+        self.feature_reader = feature_reader
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> EgoSample:
+        rec = self.records[index]
+        inp = frame_to_tensor(open_rgb(rec.input_path, rec.where), self.resolution)
+        target = None
+        if self.load_targets and rec.target_path is not None:
+            target = frame_to_tensor(open_rgb(rec.target_path, rec.where), self.resolution)
+        if self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
+            inp = inp.flip(-1)
+            target = target.flip(-1) if target is not None else None
+        sample = EgoSample(
+            sample_id=rec.sample_id,
+            clip_id=rec.clip_id,
+            action_id=rec.action_id,
+            image_0=rec.image_0,
+            image_1=rec.image_1,
+            input_frame=inp,
+            target_frame=target,
+            action=rec.action,
+            raw_action=rec.raw_action,
+            text=rec.text,
+            description=rec.description,
+            curated=rec.curated,
+            question=rec.question,
+            input_path=str(rec.input_path),
+        )
+        if self.feature_reader is not None:
+            for key, value in self.feature_reader.read(rec.sample_id, rec.image_0).items():
+                setattr(sample, key, value)
+        return sample
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of the setup-time validation pass over one split."""
+
+    split: str
+    records: list[PreparedRecord] = field(default_factory=list)
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (sample id, message)
+
+    def summary(self) -> str:
+        """One line: how many records were checked and how many were bad."""
+        total = len(self.records) + len(self.bad)
+        return f"{self.split}: {total} records, {len(self.records)} valid, {len(self.bad)} bad"
+
+
+class EgoGenDataModule(LightningDataModule):
+    """Base DataModule for datasets in the EgoGen release format.
+
+    Subclasses name the dataset (``name``: the file prefix, e.g. ``ego4d``), its frame folder
+    (``frames_subdir``) and how action labels are cleaned (:meth:`clean_action`).
+
+    Every split a stage needs is validated once at ``setup()``: records, fields, paths and
+    frames are checked (with a progress bar and a summary) so that bad input fails before
+    training starts, not in the middle of an epoch.
+
+    Args:
+        root: Dataset root holding ``EgoGen/`` and the ``<name>_<split>.json`` files.
+        train_split: Split used for training.
+        val_split: Split used for validation (the paper validates on ``val``).
+        test_split: Split used by ``test`` (the release has no test split: ``val`` is the test set).
+        predict_split: Split used by ``predict``.
+        resolution: Side length frames are squashed to (LANCZOS), as in the paper (256).
+        batch_size: Samples per batch (per device).
+        num_workers: DataLoader worker processes.
+        text_source: The prompt given to the generator: ``action`` (cleaned label), ``raw_action``
+            (the label as stored, the paper's IP2P baseline) or ``description`` (the enriched
+            description under ``description_key``).
+        description_key: Record field holding the enriched description.
+        flip_prob: Joint horizontal flip probability on the train split (paper: 0.5). The text
+            is not changed by a flip, so datasets whose text names "left"/"right" should use 0.
+        on_bad_record: ``error`` stops at setup with every bad record listed; ``skip`` logs
+            each skipped record and the total, then goes on without them.
+        check_frames: How frames are checked at setup: ``open`` reads headers, ``decode`` decodes
+            every pixel, ``none`` only checks that the files exist.
+        records_dir: Folder holding the records JSON files, if not ``root`` (e.g. a copy
+            enriched with VLM descriptions).
+        curated_file: The curated conversation list; default
+            ``<root>/curation_from_gpt/<name>_for_tuning_forecasting.json`` when it exists.
+        max_samples: Keep only the first N records of each split (quick experiments).
+        shuffle: Shuffle the training split.
+    """
+
+    name: ClassVar[str] = "egogen"
+    frames_subdir: ClassVar[str] = "egogen"
+
+    def __init__(
+        self,
+        root: Path,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        predict_split: str = "val",
+        resolution: int = 256,
+        batch_size: int = 32,
+        num_workers: int = 4,
+        text_source: TextSource = "action",
+        description_key: str = "llava_forecast_finetune",
+        flip_prob: float = 0.5,
+        on_bad_record: OnBadRecord = "error",
+        check_frames: FrameCheck = "open",
+        records_dir: Path | None = None,
+        curated_file: Path | None = None,
+        max_samples: int | None = None,
+        shuffle: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if resolution <= 0:
+            raise ValueError(f"resolution must be positive, got {resolution}")
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+        self.root = Path(root)
+        self.train_split = train_split
+        self.val_split = val_split
+        self.test_split = test_split
+        self.predict_split = predict_split
+        self.resolution = resolution
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.text_source = text_source
+        self.description_key = description_key
+        self.flip_prob = flip_prob
+        self.on_bad_record = on_bad_record
+        self.check_frames = check_frames
+        self.records_dir = Path(records_dir) if records_dir is not None else self.root
+        self.curated_file = Path(curated_file) if curated_file is not None else None
+        self.max_samples = max_samples
+        self.shuffle = shuffle
+        self.feature_reader: FeatureReader | None = None
+        self.datasets: dict[str, EgoGenDataset] = {}
+        self._curated: dict[str, tuple[str | None, str | None]] | None = None
+
+    # ----------------------------------------------------------------------------- layout
+    def clean_action(self, label: str) -> str:
+        """Clean a raw action label (identity here; Ego4D strips narrator marks)."""
+        return label.strip()
+
+    def frames_dir(self, split: str) -> Path:
+        """Folder of the frames of ``split``: ``<root>/EgoGen/<frames_subdir>/<split>``."""
+        return self.root / "EgoGen" / self.frames_subdir / split
+
+    def gt_dir(self) -> Path:
+        """The ``val_gt_for_metric`` folder (target frames only, used by the metrics)."""
+        return self.frames_dir("val_gt_for_metric")
+
+    def records_file(self, split: str) -> Path:
+        """The records JSON of ``split``: ``<records_dir>/<name>_<split>.json``."""
+        return self.records_dir / f"{self.name}_{split}.json"
+
+    def metadata_file(self) -> Path:
+        """The ``<name>_metadata.json`` file (original frame sizes per clip, boxes...)."""
+        return self.root / f"{self.name}_metadata.json"
+
+    def metadata(self) -> dict[str, Any]:
+        """Read the metadata file."""
+        data = load_json(self.metadata_file())
+        if not isinstance(data, dict):
+            raise DataFormatError(f"{self.metadata_file()}: expected an object keyed by clip id")
+        return data
+
+    def default_curated_file(self) -> Path:
+        """``<root>/curation_from_gpt/<name>_for_tuning_forecasting.json``."""
+        return self.root / "curation_from_gpt" / f"{self.name}_for_tuning_forecasting.json"
+
+    # ----------------------------------------------------------------------------- curated
+    def curated(self) -> dict[str, tuple[str | None, str | None]]:
+        """Curated conversations keyed by input-frame path: ``image -> (question, answer)``.
+
+        Returns:
+            An empty dict when no curated file is configured or present by default.
+
+        Raises:
+            DataFormatError: If the file is malformed.
+        """
+        if self._curated is not None:
+            return self._curated
+        path = self.curated_file or self.default_curated_file()
+        if self.curated_file is None and not path.exists():
+            self._curated = {}
+            return self._curated
+        data = load_json(path)
+        if not isinstance(data, list):
+            raise DataFormatError(f"{path}: expected a JSON list of LLaVA conversation entries")
+        joined: dict[str, tuple[str | None, str | None]] = {}
+        for i, entry in enumerate(data):
+            where = f"{path}: entry {i}" + (
+                f" (id {entry.get('id')!r})" if isinstance(entry, dict) and "id" in entry else ""
+            )
+            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+                raise DataFormatError(f"{where}: missing string field 'image'")
+            turns = entry.get("conversations")
+            if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+                raise DataFormatError(f"{where}: 'conversations' must be a list of turns")
+            question = next((t.get("value") for t in turns if t.get("from") == "human"), None)
+            answer = next((t.get("value") for t in turns if t.get("from") == "gpt"), None)
+            if isinstance(question, str):
+                question = question.replace("<image>", "").strip()
+            key = str(PurePosixPath(entry["image"].replace("\\", "/")))
+            joined[key] = (question, answer)
+        self._curated = joined
+        return joined
+
+    # ----------------------------------------------------------------------------- validation
+    def prepare_records(self, split: str, load_targets: bool = True) -> ValidationReport:
+        """Read and validate the records of ``split`` (fields, paths, frames).
+
+        Args:
+            split: The split name.
+            load_targets: Require and check the target frame of each record.
+
+        Returns:
+            The report with the valid records and the bad ones with their messages.
+        """
+        path = self.records_file(split)
+        records = read_records(path)
+        if self.max_samples is not None:
+            records = records[: self.max_samples]
+        base = self.frames_dir(split)
+        curated = self.curated() if split == self.train_split else {}
+        report = ValidationReport(split)
+
+        def check(rec: Record) -> PreparedRecord | tuple[str, str]:
+            try:
+                return self._prepare(rec, base, curated, load_targets)
+            except DataFormatError as err:
+                return (rec.sample_id, str(err))
+
+        workers = min(8, max(1, len(records) // 256))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results: Iterator[PreparedRecord | tuple[str, str]] = pool.map(check, records)
+            for result in tqdm(
+                results,
+                total=len(records),
+                desc=f"Checking {self.name}/{split}",
+                unit="rec",
+                disable=len(records) < 2000,
+            ):
+                if isinstance(result, PreparedRecord):
+                    report.records.append(result)
+                else:
+                    report.bad.append(result)
+        log.info("%s/%s", self.name, report.summary())
+        return report
+
+    def _prepare(
+        self,
+        rec: Record,
+        base: Path,
+        curated: dict[str, tuple[str | None, str | None]],
+        load_targets: bool,
+    ) -> PreparedRecord:
+        where = rec.where()
+        required = REQUIRED_FIELDS if load_targets else ("image_0", "action")
+        for key in required:
+            if key not in rec.fields:
+                raise DataFormatError(f"{where}: missing field {key!r}")
+        raw_action = rec.fields["action"]
+        if not isinstance(raw_action, str) or not raw_action.strip():
+            raise DataFormatError(f"{where}: field 'action' must be a non-empty string")
+        input_path = safe_join(base, rec.fields["image_0"], where)
+        image_1 = rec.fields.get("image_1")
+        target_path = safe_join(base, image_1, where) if image_1 is not None else None
+        if load_targets and target_path is None:
+            raise DataFormatError(f"{where}: missing field 'image_1'")
+        description = rec.fields.get(self.description_key)
+        if description is not None and not isinstance(description, str):
+            raise DataFormatError(f"{where}: field {self.description_key!r} must be a string")
+        action = self.clean_action(raw_action)
+        if self.text_source == "description":
+            if not description or not description.strip():
+                raise DataFormatError(
+                    f"{where}: text_source is 'description' but the record has no "
+                    f"{self.description_key!r} (run the describe stage, or use text_source: action)"
+                )
+            text = description.strip()
+        elif self.text_source == "raw_action":
+            text = raw_action
+        else:
+            text = action
+        frames = [input_path] + ([target_path] if load_targets and target_path else [])
+        for frame in frames:
+            if self.check_frames == "none":
+                if not frame.is_file():
+                    raise DataFormatError(f"{where}: frame not found: {frame}")
+            else:
+                open_rgb(frame, where, decode=self.check_frames == "decode").close()
+        question, answer = curated.get(str(PurePosixPath(rec.fields["image_0"])), (None, None))
+        return PreparedRecord(
+            clip_id=rec.clip_id,
+            action_id=rec.action_id,
+            image_0=rec.fields["image_0"],
+            image_1=image_1,
+            input_path=input_path,
+            target_path=target_path,
+            action=action,
+            raw_action=raw_action,
+            text=text,
+            description=description,
+            curated=answer,
+            question=question,
+            where=where,
+        )
+
+    def _checked(self, split: str, load_targets: bool = True) -> list[PreparedRecord]:
+        report = self.prepare_records(split, load_targets)
+        if report.bad:
+            if self.on_bad_record == "error":
+                shown = "\n".join(f"  - {msg}" for _, msg in report.bad[:20])
+                more = f"\n  ... and {len(report.bad) - 20} more" if len(report.bad) > 20 else ""
+                raise DataFormatError(
+                    f"{len(report.bad)} bad record(s) in {self.records_file(split)} "
+                    f"({report.summary()}); set on_bad_record: skip to leave them out:\n"
+                    f"{shown}{more}"
+                )
+            for sample_id, msg in report.bad:
+                log.warning("Skipping %s: %s", sample_id, msg)
+            log.warning("Skipped %d bad record(s) of %s/%s", len(report.bad), self.name, split)
+        if not report.records:
+            raise DataFormatError(f"{self.records_file(split)}: no usable records")
+        return report.records
+
+    def make_dataset(self, split: str, train: bool, require_targets: bool = True) -> EgoGenDataset:
+        """Validate ``split`` and build its dataset.
+
+        Args:
+            split: The split name.
+            train: Training split (random flips apply).
+            require_targets: Every record must have a readable target frame. Without it a
+                target is loaded only where the record names one.
+
+        Returns:
+            The dataset.
+        """
+        return EgoGenDataset(
+            self._checked(split, require_targets),
+            resolution=self.resolution,
+            flip_prob=self.flip_prob if train else 0.0,
+            feature_reader=self.feature_reader,
+        )
+
+    def setup(self, stage: str) -> None:
+        """Validate and build the datasets the stage needs.
+
+        Args:
+            stage: ``fit``, ``validate``, ``test`` or ``predict``.
+        """
+        wanted: list[tuple[str, str]] = {
+            "fit": [("train", self.train_split), ("val", self.val_split)],
+            "validate": [("val", self.val_split)],
+            "test": [("test", self.test_split)],
+            "predict": [("predict", self.predict_split)],
+        }[stage]
+        for role, split in wanted:
+            if role not in self.datasets:
+                self.datasets[role] = self.make_dataset(
+                    split, train=role == "train", require_targets=role != "predict"
+                )
+
+    # ----------------------------------------------------------------------------- loaders
+    def _loader(self, role: str, shuffle: bool) -> DataLoader[EgoSample]:
+        if role not in self.datasets:
+            raise RuntimeError(f"setup() has not prepared the {role!r} dataset")
+        return DataLoader(
+            self.datasets[role],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=EgoBatch.collate,
+            persistent_workers=self.num_workers > 0 and role == "train",
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader[EgoSample]:
+        """Shuffled loader over the train split."""
+        return self._loader("train", self.shuffle)
+
+    def val_dataloader(self) -> DataLoader[EgoSample]:
+        """Loader over the validation split."""
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader[EgoSample]:
+        """Loader over the test split (``val`` in the paper)."""
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader[EgoSample]:
+        """Loader over the predict split."""
+        return self._loader("predict", False)
+

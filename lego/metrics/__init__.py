@@ -1,0 +1,3 @@
+"""Metrics of lego: the paper's evaluation suite as torchmetrics Metrics."""
+
+__all__: list[str] = []

@@ -1,0 +1,54 @@
+"""Base class of every action frame generator (LEGO, IP2P, SDEdit, ProxEdit, references)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from lego.batch import EgoBatch, GeneratedFrames
+
+
+class ActionFrameGenerator(LightningModule, ABC):
+    """A LightningModule that turns (input frame, prompt) batches into action frames.
+
+    Subclasses implement :meth:`generate`; ``test_step`` and ``predict_step`` are shared and
+    return :class:`lego.batch.GeneratedFrames` (frames in [0, 1]), which writers and the
+    evaluation callback consume. Generators that train also implement ``training_step``.
+    """
+
+    @abstractmethod
+    def generate(self, batch: EgoBatch) -> Tensor:
+        """Generate one action frame per sample.
+
+        Args:
+            batch: A batch from an EgoGen DataModule.
+
+        Returns:
+            ``B x 3 x H x W`` frames in [0, 1].
+        """
+
+    def _outputs(self, batch: EgoBatch) -> GeneratedFrames:
+        frames = self.generate(batch).float().clamp(0.0, 1.0)
+        target = batch.target_frames
+        return GeneratedFrames(
+            sample_ids=list(batch.sample_ids),
+            frames=frames,
+            image_1=list(batch.image_1),
+            image_0=list(batch.image_0),
+            texts=list(batch.texts),
+            input_frames=(batch.input_frames.float() + 1.0) / 2.0,
+            target_frames=(target.float() + 1.0) / 2.0 if target is not None else None,
+        )
+
+    @torch.no_grad()
+    def test_step(self, batch: EgoBatch, batch_idx: int) -> GeneratedFrames:
+        """Generate frames for a test batch; callbacks write and score them."""
+        return self._outputs(batch)
+
+    @torch.no_grad()
+    def predict_step(self, batch: EgoBatch, batch_idx: int) -> GeneratedFrames:
+        """Generate frames for a predict batch; prediction writers save them."""
+        return self._outputs(batch)
