@@ -34,7 +34,9 @@ def write_grid(
             frame = open_rgb(path, rec.where()).resize((cell, cell), Image.Resampling.NEAREST)
             grid.paste(frame, (col * cell, row * cell))
         label = rec.fields.get("action", "")
-        desc = rec.fields.get("oracle_description") or rec.fields.get("llava_forecast_finetune") or ""
+        desc = (
+            rec.fields.get("oracle_description") or rec.fields.get("llava_forecast_finetune") or ""
+        )
         lines = [label] + _wrap(desc, 60)
         for k, line in enumerate(lines[: cell // 12]):
             draw.text((2 * cell + 6, row * cell + 4 + 12 * k), line, fill=(0, 0, 0))

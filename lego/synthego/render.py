@@ -36,13 +36,21 @@ def _ellipse(
 ) -> list[Point]:
     n = 28
     return [
-        (cx + rx * math.cos(start + (end - start) * i / n), cy + ry * math.sin(start + (end - start) * i / n))
+        (
+            cx + rx * math.cos(start + (end - start) * i / n),
+            cy + ry * math.sin(start + (end - start) * i / n),
+        )
         for i in range(n + 1)
     ]
 
 
 def _rect(cx: float, cy: float, w: float, h: float) -> list[Point]:
-    return [(cx - w / 2, cy - h / 2), (cx + w / 2, cy - h / 2), (cx + w / 2, cy + h / 2), (cx - w / 2, cy + h / 2)]
+    return [
+        (cx - w / 2, cy - h / 2),
+        (cx + w / 2, cy - h / 2),
+        (cx + w / 2, cy + h / 2),
+        (cx - w / 2, cy + h / 2),
+    ]
 
 
 def object_shapes(obj: SceneObject) -> list[tuple[list[Point], RGB]]:
@@ -60,26 +68,46 @@ def object_shapes(obj: SceneObject) -> list[tuple[list[Point], RGB]]:
             (_rect(gap + 0.06 * r, 0, 0.12 * r, 1.6 * ry), light),
         ]
     if kind == "cup":
-        return [(_ellipse(1.05 * r, 0, 0.32 * r, 0.32 * r), c), (_ellipse(0, 0, r, r), c),
-                (_ellipse(0, 0, 0.6 * r, 0.6 * r), dark)]
+        return [
+            (_ellipse(1.05 * r, 0, 0.32 * r, 0.32 * r), c),
+            (_ellipse(0, 0, r, r), c),
+            (_ellipse(0, 0, 0.6 * r, 0.6 * r), dark),
+        ]
     if kind == "bowl":
         return [(_ellipse(0, 0, 1.3 * r, 0.9 * r), c), (_ellipse(0, 0, r, 0.65 * r), light)]
     if kind == "knife":
-        return [(_rect(0.45 * r, 0, 1.7 * r, 0.3 * r), BLADE_RGB), (_rect(-0.8 * r, 0, 0.9 * r, 0.38 * r), c)]
+        return [
+            (_rect(0.45 * r, 0, 1.7 * r, 0.3 * r), BLADE_RGB),
+            (_rect(-0.8 * r, 0, 0.9 * r, 0.38 * r), c),
+        ]
     if kind == "bread":
-        return [(_ellipse(0, 0, 1.35 * r, 0.85 * r), _shade(c, 0.75)), (_ellipse(0, 0, 1.15 * r, 0.68 * r), c)]
+        return [
+            (_ellipse(0, 0, 1.35 * r, 0.85 * r), _shade(c, 0.75)),
+            (_ellipse(0, 0, 1.15 * r, 0.68 * r), c),
+        ]
     if kind == "box":
         if state == "open":
-            return [(_rect(0, -1.45 * r, 1.8 * r, 0.9 * r), light), (_rect(0, 0, 1.8 * r, 1.8 * r), c),
-                    (_rect(0, 0.1 * r, 1.5 * r, 1.45 * r), _shade(c, 0.35))]
-        return [(_rect(0, 0, 1.8 * r, 1.8 * r), c), (_rect(0, -0.35 * r, 1.8 * r, 0.14 * r), _shade(c, 0.7))]
+            return [
+                (_rect(0, -1.45 * r, 1.8 * r, 0.9 * r), light),
+                (_rect(0, 0, 1.8 * r, 1.8 * r), c),
+                (_rect(0, 0.1 * r, 1.5 * r, 1.45 * r), _shade(c, 0.35)),
+            ]
+        return [
+            (_rect(0, 0, 1.8 * r, 1.8 * r), c),
+            (_rect(0, -0.35 * r, 1.8 * r, 0.14 * r), _shade(c, 0.7)),
+        ]
     if kind == "bottle":
-        return [(_rect(0, 0.2 * r, 0.75 * r, 1.7 * r), c), (_rect(0, -0.85 * r, 0.32 * r, 0.5 * r), c),
-                (_rect(0, -1.15 * r, 0.38 * r, 0.2 * r), _shade(c, 0.6))]
+        return [
+            (_rect(0, 0.2 * r, 0.75 * r, 1.7 * r), c),
+            (_rect(0, -0.85 * r, 0.32 * r, 0.5 * r), c),
+            (_rect(0, -1.15 * r, 0.38 * r, 0.2 * r), _shade(c, 0.6)),
+        ]
     if kind == "onion":
-        return [(_ellipse(0, 0, 0.95 * r, 0.95 * r), c),
-                ([(-0.18 * r, -0.8 * r), (0.18 * r, -0.8 * r), (0, -1.4 * r)], dark),
-                (_rect(0, 0.05 * r, 0.1 * r, 1.3 * r), light)]
+        return [
+            (_ellipse(0, 0, 0.95 * r, 0.95 * r), c),
+            ([(-0.18 * r, -0.8 * r), (0.18 * r, -0.8 * r), (0, -1.4 * r)], dark),
+            (_rect(0, 0.05 * r, 0.1 * r, 1.3 * r), light),
+        ]
     raise ValueError(f"unknown object type {kind!r}")
 
 
@@ -127,7 +155,12 @@ def _place(obj: SceneObject, points: Sequence[Point]) -> list[Point]:
 
 
 def _union(boxes: Sequence[Box]) -> Box:
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    return [
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    ]
 
 
 def draw_background(canvas: Canvas) -> None:
@@ -164,11 +197,13 @@ def draw_object(canvas: Canvas, obj: SceneObject) -> Box:
 
 def draw_stream(canvas: Canvas, container: SceneObject, receiver: SceneObject) -> None:
     """A pouring stream from a tilted container's opening into the receiver."""
-    (mx, my), = _place(container, [mouth(container)])
+    ((mx, my),) = _place(container, [mouth(container)])
     tx, ty = receiver.x, receiver.y
     length = math.hypot(tx - mx, ty - my) or 1.0
     nx, ny = -(ty - my) / length * 0.012, (tx - mx) / length * 0.012
-    canvas.polygon([(mx + nx, my + ny), (tx + nx, ty + ny), (tx - nx, ty - ny), (mx - nx, my - ny)], STREAM_RGB)
+    canvas.polygon(
+        [(mx + nx, my + ny), (tx + nx, ty + ny), (tx - nx, ty - ny), (mx - nx, my - ny)], STREAM_RGB
+    )
 
 
 def draw_hand(canvas: Canvas, side: str, pos: Point) -> Box:
@@ -182,31 +217,50 @@ def draw_hand(canvas: Canvas, side: str, pos: Point) -> Box:
     px, py = -fy, fx  # perpendicular
     w = 0.045
     canvas.polygon(
-        [(base[0] + px * w, base[1] + py * w), (pos[0] + px * w, pos[1] + py * w),
-         (pos[0] - px * w, pos[1] - py * w), (base[0] - px * w, base[1] - py * w)],
+        [
+            (base[0] + px * w, base[1] + py * w),
+            (pos[0] + px * w, pos[1] + py * w),
+            (pos[0] - px * w, pos[1] - py * w),
+            (base[0] - px * w, base[1] - py * w),
+        ],
         scene.sleeve_rgb,
     )
     boxes = []
     angle = math.atan2(fy, fx)
-    palm = [(pos[0] + 0.05 * math.cos(t) * math.cos(angle) - 0.055 * math.sin(t) * math.sin(angle),
-             pos[1] + 0.05 * math.cos(t) * math.sin(angle) + 0.055 * math.sin(t) * math.cos(angle))
-            for t in np.linspace(0, 2 * math.pi, 25)]
+    palm = [
+        (
+            pos[0] + 0.05 * math.cos(t) * math.cos(angle) - 0.055 * math.sin(t) * math.sin(angle),
+            pos[1] + 0.05 * math.cos(t) * math.sin(angle) + 0.055 * math.sin(t) * math.cos(angle),
+        )
+        for t in np.linspace(0, 2 * math.pi, 25)
+    ]
     boxes.append(canvas.polygon(palm, scene.skin_rgb))
     for k in (-1.5, -0.5, 0.5, 1.5):
         sx, sy = pos[0] + fx * 0.04 + px * 0.017 * k, pos[1] + fy * 0.04 + py * 0.017 * k
         ex, ey = sx + fx * 0.045, sy + fy * 0.045
-        boxes.append(canvas.polygon(
-            [(sx + px * 0.007, sy + py * 0.007), (ex + px * 0.007, ey + py * 0.007),
-             (ex - px * 0.007, ey - py * 0.007), (sx - px * 0.007, sy - py * 0.007)],
-            scene.skin_rgb,
-        ))
+        boxes.append(
+            canvas.polygon(
+                [
+                    (sx + px * 0.007, sy + py * 0.007),
+                    (ex + px * 0.007, ey + py * 0.007),
+                    (ex - px * 0.007, ey - py * 0.007),
+                    (sx - px * 0.007, sy - py * 0.007),
+                ],
+                scene.skin_rgb,
+            )
+        )
     inward = 1.0 if side == "left" else -1.0  # thumbs point to the body's centre
-    tx, ty = pos[0] + px * 0.05 * inward * (1 if fy < 0 else -1), pos[1] + py * 0.05 * inward * (1 if fy < 0 else -1)
+    tx, ty = (
+        pos[0] + px * 0.05 * inward * (1 if fy < 0 else -1),
+        pos[1] + py * 0.05 * inward * (1 if fy < 0 else -1),
+    )
     boxes.append(canvas.polygon(_rect(tx, ty, 0.03, 0.03), scene.skin_rgb))
     return _union(boxes)
 
 
-def render(scene: Scene, action: Action | None, width: int, height: int) -> tuple[Image.Image, dict]:
+def render(
+    scene: Scene, action: Action | None, width: int, height: int
+) -> tuple[Image.Image, dict]:
     """Render the input frame (``action`` None) or the action frame of ``action``.
 
     Args:

@@ -63,9 +63,12 @@ QUERY = "How does the person properly {} that is displayed in the video frame?"
 #: Several phrasings per fact, so a VLM learns content rather than a fixed string.
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "pick up": (
-        "The {hand} hand reaches to the {colour} {noun} at the {place} of the table and lifts it.",
-        "Using the {hand} hand, grasp the {colour} {noun} on the {place} of the table and raise it.",
-        "Move the {hand} hand to the {place} of the table, grip the {colour} {noun} and pick it up.",
+        "The {hand} hand reaches to the {colour} {noun} at the {place} of the table and "
+        "lifts it.",
+        "Using the {hand} hand, grasp the {colour} {noun} on the {place} of the table and "
+        "raise it.",
+        "Move the {hand} hand to the {place} of the table, grip the {colour} {noun} and "
+        "pick it up.",
     ),
     "push": (
         "The {hand} hand goes behind the {colour} {noun} at the {place} of the table and pushes "

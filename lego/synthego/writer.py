@@ -97,7 +97,9 @@ def render_chunk(out: Path, settings: Settings, split: str, clips: list[tuple[in
             "skin_rgb": list(scene.skin_rgb),
             "sleeve_rgb": list(scene.sleeve_rgb),
             "table_rgb": list(scene.table_rgb),
-            "objects": [_object_meta(o, b) for o, b in zip(scene.objects, layout_0["objects"])],
+            "objects": [
+                _object_meta(o, b) for o, b in zip(scene.objects, layout_0["objects"], strict=True)
+            ],
             "hands": layout_0["hands"],
             "actions": {},
         }
@@ -132,7 +134,8 @@ def render_chunk(out: Path, settings: Settings, split: str, clips: list[tuple[in
                 "tool_object": action.tool,
                 "hand_position": [round(u * width, 2), round(v * height, 2)],
                 "objects": [
-                    _object_meta(o, b) for o, b in zip(action.after, layout_1["objects"])
+                    _object_meta(o, b)
+                    for o, b in zip(action.after, layout_1["objects"], strict=True)
                 ],
                 "hands": layout_1["hands"],
                 "description": action.description,
@@ -253,27 +256,36 @@ def generate(
         counts[split] = sum(len(v) for v in records.values())
         _write_json(out / f"{NAME}_{split}.json", records)
         if split == "train":
-            _write_json(out / "curation_from_gpt" / f"{NAME}_for_tuning_forecasting.json", [
-                {
-                    "id": f"{cid}_{aid}",
-                    "image": rec["image_0"],
-                    "conversations": [
-                        {"from": "human", "value": "<image>\n" + world.QUERY.format(
-                            clean_ego4d_narration(rec["action"])
-                        )},
-                        {"from": "gpt", "value": rec["oracle_description"]},
-                    ],
-                }
-                for cid, actions in records.items()
-                for aid, rec in actions.items()
-            ])
+            _write_json(
+                out / "curation_from_gpt" / f"{NAME}_for_tuning_forecasting.json",
+                [
+                    {
+                        "id": f"{cid}_{aid}",
+                        "image": rec["image_0"],
+                        "conversations": [
+                            {
+                                "from": "human",
+                                "value": "<image>\n"
+                                + world.QUERY.format(clean_ego4d_narration(rec["action"])),
+                            },
+                            {"from": "gpt", "value": rec["oracle_description"]},
+                        ],
+                    }
+                    for cid, actions in records.items()
+                    for aid, rec in actions.items()
+                ],
+            )
     _write_json(out / f"{NAME}_metadata.json", metadata)
     return counts
 
 
 def reset(out: Path) -> None:
     """Delete a generated dataset (frames, records, metadata and resume state)."""
-    for path in (out / "EgoGen" / FRAMES_SUBDIR, out / ".synthego_parts", out / "curation_from_gpt"):
+    for path in (
+        out / "EgoGen" / FRAMES_SUBDIR,
+        out / ".synthego_parts",
+        out / "curation_from_gpt",
+    ):
         shutil.rmtree(path, ignore_errors=True)
     for name in ("train", "val", "metadata"):
         (out / f"{NAME}_{name}.json").unlink(missing_ok=True)

@@ -113,7 +113,8 @@ def test_epic_labels_are_verbatim(tmp_path):
                  labels=["open fridge", "#C C takes plate"])
     dm = make_dm(tmp_path, cls=EpicKitchensDataModule)
     dm.setup("test")
-    assert [r.action for r in dm.datasets["test"].records[:2]] == ["open fridge", "#C C takes plate"]
+    actions = [r.action for r in dm.datasets["test"].records[:2]]
+    assert actions == ["open fridge", "#C C takes plate"]
 
 
 def test_raw_action_text_source(ego4d_root):
