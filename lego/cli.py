@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     Args:
         argv: Command line arguments (default: ``sys.argv[1:]``).
     """
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print_help()
@@ -85,4 +86,5 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: unknown command {argv[0]!r}\n", file=sys.stderr)
         print_help()
         raise SystemExit(2)
-    LegoCLI(args=argv)
+    # From the shell LightningCLI reads sys.argv itself (passing it again only triggers a warning).
+    LegoCLI(args=None if from_command_line else argv)
