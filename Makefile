@@ -28,7 +28,7 @@ demo: setup  ## built-in SynthEgo data + the main job on CPU with tiny models
 	@echo "Demo: SynthEgo written to $(DATA); sample (input | action frame) grid in outputs/demo/synthego_pairs.png"
 
 bench: setup  ## speed / size benchmarks, written as JSON to benchmarks/results/
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/*.py; do [ "$$b" = benchmarks/common.py ] && continue; echo "== $$b"; OMP_NUM_THREADS=1 $(PY) $$b || exit 1; done
 
 lint: setup
 	$(VENV)/bin/ruff check lego tests benchmarks

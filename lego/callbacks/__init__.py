@@ -1,3 +1,5 @@
 """Callbacks of lego: prediction writers, image grids and the evaluation suite."""
 
-__all__: list[str] = []
+from lego.callbacks.evaluation import EditMetricsCallback
+
+__all__: list[str] = ["EditMetricsCallback"]

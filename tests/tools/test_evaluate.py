@@ -1,0 +1,146 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from lego import tools
+from lego.data.egogen import read_records
+from tests.metrics.tiny_weights import write_metric_weights
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return write_metric_weights(tmp_path_factory.mktemp("weights"), lpips_nets=("alex",))
+
+
+def _layout(tmp_path, root, broken=True):
+    """Generated folder = the input frames saved under the ground-truth names (copy baseline)."""
+    base = root / "EgoGen" / "synthego"
+    generated = tmp_path / "run" / "images"
+    records = read_records(root / "synthego_val.json")
+    for rec in records:
+        out = generated / rec.fields["image_1"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(base / "val" / rec.fields["image_0"], out)
+    ids = [r.sample_id for r in records]
+    if broken:
+        (generated / records[0].fields["image_1"]).unlink()
+        (generated / records[1].fields["image_1"]).write_bytes(b"not an image")
+        img = Image.open(generated / records[2].fields["image_1"])
+        img.resize((20, 20)).save(generated / records[2].fields["image_1"])
+    return generated, base, ids
+
+
+def _argv(generated, base, root, weights, *extra):
+    return ["--generated", str(generated), "--ground-truth", str(base / "val_gt_for_metric"),
+            "--records", str(root / "synthego_val.json"), "--inputs", str(base / "val"),
+            "--metadata", str(root / "synthego_metadata.json"), "--weights", str(weights),
+            "--dataset", "synthego", "--no-progress", "--device", "cpu", *extra]
+
+
+def test_scores_folders_and_reports_bad_input_by_id(tmp_path, synthego_root, weights, capsys):
+    generated, base, ids = _layout(tmp_path, synthego_root)
+    code = tools.run_tool("evaluate", _argv(
+        generated, base, synthego_root, weights, "--metrics", "psnr", "lpips_alex", "fid",
+        "egovlp_plus", "clip", "blip_base", "synthego", "--description-key",
+        "oracle_description"))
+    assert code == 0
+    out, err = capsys.readouterr()
+    assert "| psnr |" in out and "6 of 8 samples scored" in out
+    assert f"missing generated: 1 ({ids[0]})" in err
+    assert f"unreadable: 1 ({ids[1]})" in err
+    assert f"size mismatch: 1 ({ids[2]})" in err
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["problems"]["missing_generated"] == [ids[0]]
+    assert report["problems"]["unreadable"] == [ids[1]]
+    assert report["issues"]["size_mismatch"] == [ids[2]]
+    assert report["protocol"]["name"] == "clean" and report["scored"] == 6
+    assert set(report["metrics"]) == {"psnr", "lpips_alex", "fid", "egovlp_plus", "clip",
+                                      "blip_base", "synthego_hand_error", "synthego_hand_hit"}
+    assert len(report["captions"]["blip_base"]) == 6
+    # PSNR of the 6 scored pairs, directly; the mis-sized one resized bilinearly (as the suite)
+    records = read_records(synthego_root / "synthego_val.json")
+    values = []
+    for rec in records[2:]:
+        a = torch.from_numpy(np.array(Image.open(generated / rec.fields["image_1"]).convert(
+            "RGB"), dtype=np.float32)).permute(2, 0, 1) / 255
+        b = torch.from_numpy(np.array(Image.open(base / "val_gt_for_metric" / rec.fields[
+            "image_1"]).convert("RGB"), dtype=np.float32)).permute(2, 0, 1) / 255
+        if a.shape != b.shape:
+            a = F.interpolate(a[None], size=b.shape[-2:], mode="bilinear")[0].clamp(0, 1)
+        values.append(10 * torch.log10(1 / ((a - b) ** 2).mean()).item())
+    assert report["metrics"]["psnr"] == pytest.approx(np.mean(values), abs=1e-4)
+
+
+def test_strict_turns_bad_input_into_an_error(tmp_path, synthego_root, weights, capsys):
+    generated, base, _ = _layout(tmp_path, synthego_root)
+    code = tools.run_tool("evaluate", _argv(generated, base, synthego_root, weights,
+                                            "--metrics", "psnr", "--strict"))
+    assert code == 1
+    assert "bad input (--strict)" in capsys.readouterr().err
+
+
+def test_official_fid_uses_whole_folders(tmp_path, synthego_root, weights):
+    generated, base, _ = _layout(tmp_path, synthego_root, broken=False)
+    extra = generated / "extra" / "a0" / "x.png"
+    extra.parent.mkdir(parents=True)
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(extra)
+    code = tools.run_tool("evaluate", _argv(generated, base, synthego_root, weights,
+                                            "--metrics", "fid", "psnr", "--protocol", "official",
+                                            "--output", str(tmp_path / "m.json")))
+    assert code == 0
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["fid_images"] == {"real": 8, "generated": 9}
+    assert report["protocol"]["fid_sets"] == "folders"
+    assert report["metrics"]["fid"] >= 0
+
+
+def test_missing_weights_and_folders_are_reported(tmp_path, synthego_root, capsys):
+    generated, base, _ = _layout(tmp_path, synthego_root, broken=False)
+    code = tools.run_tool("evaluate", _argv(generated, base, synthego_root, tmp_path / "none",
+                                            "--metrics", "psnr", "egovlp"))
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "metric 'egovlp' skipped: missing file 'egovlp.pth'" in captured.err
+    assert "| psnr |" in captured.out and "| egovlp |" not in captured.out
+    code = tools.run_tool("evaluate", _argv(tmp_path / "absent", base, synthego_root,
+                                            tmp_path / "none"))
+    assert code == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_command_line_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        tools.run_tool("evaluate", ["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--ground-truth" in out and "--strict" in out and "official" in out
+    assert "evaluate" in tools.discover()
+
+
+def test_weights_command_reports_found_and_missing_files(tmp_path, weights, capsys):
+    present = ["egovlp_ego4d", "egovlp_epic", "distilbert", "clip", "inception", "alex",
+               "blip_base", "blip_large"]  # the fixture has no vgg / squeeze trunk
+    assert tools.run_tool("weights", ["--dir", str(weights), "--only", *present]) == 0
+    out = capsys.readouterr().out
+    assert "egovlp_ego4d  ok" in out and "alex          ok" in out
+    assert tools.run_tool("weights", ["--dir", str(tmp_path), "--only", "inception", "vgg"]) == 1
+    captured = capsys.readouterr()
+    assert (f"inception     MISSING  file pt_inception-2015-12-05-6726825d.pth: put it at "
+            f"{tmp_path / 'pt_inception-2015-12-05-6726825d.pth'}") in captured.out
+    assert "download.pytorch.org/models/vgg16-397923af.pth" in captured.out
+    assert "2 of 2 weights missing" in captured.err
+
+
+def test_weights_download_failure_is_reported(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = tools.run_tool("weights", ["--dir", str(tmp_path), "--only", "distilbert",
+                                      "--download"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "distilbert: download failed" in captured.err
+    assert "MISSING  model directory distilbert-base-uncased" in captured.out
