@@ -1,5 +1,7 @@
 """Callbacks of lego: prediction writers, image grids and the evaluation suite."""
 
 from lego.callbacks.evaluation import EditMetricsCallback
+from lego.callbacks.image_grid import ImageGridCallback
+from lego.callbacks.writers import FramesWriter
 
-__all__: list[str] = ["EditMetricsCallback"]
+__all__: list[str] = ["EditMetricsCallback", "FramesWriter", "ImageGridCallback"]

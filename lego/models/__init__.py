@@ -1,5 +1,15 @@
 """Models of lego: the action frame generators and the VLM instruction tuning module."""
 
-from lego.models.editing import ActionFrameGenerator, CopyInputGenerator
+from lego.models.editing import (
+    ActionFrameGenerator,
+    CopyInputGenerator,
+    InstructPix2PixModule,
+    LegoDiffusionModule,
+)
 
-__all__ = ["ActionFrameGenerator", "CopyInputGenerator"]
+__all__ = [
+    "ActionFrameGenerator",
+    "CopyInputGenerator",
+    "InstructPix2PixModule",
+    "LegoDiffusionModule",
+]

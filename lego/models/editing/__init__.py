@@ -1,6 +1,17 @@
 """Action frame generators: the conditioned diffusion family and its baselines."""
 
+from lego.models.editing.autoencoder import PixelUnshuffleAutoencoder
 from lego.models.editing.base import ActionFrameGenerator
+from lego.models.editing.conditioning import VLMConditioner
 from lego.models.editing.copy_input import CopyInputGenerator
+from lego.models.editing.ip2p import InstructPix2PixModule
+from lego.models.editing.lego import LegoDiffusionModule
 
-__all__ = ["ActionFrameGenerator", "CopyInputGenerator"]
+__all__ = [
+    "ActionFrameGenerator",
+    "CopyInputGenerator",
+    "InstructPix2PixModule",
+    "LegoDiffusionModule",
+    "PixelUnshuffleAutoencoder",
+    "VLMConditioner",
+]

@@ -1,0 +1,152 @@
+"""Training speed: the Lightning module's step vs a plain PyTorch loop doing the same step.
+
+Same tiny SynthEgo backbone (pixel-unshuffle autoencoder, (32, 64) UNet), batch 32 at 64 x 64,
+``prediction_type: sample``. Reports steps/s of ``Trainer.fit`` (logging, EMA and grad-norm
+included) and of a hand-written loop (encode, noise, dropout, UNet, MSE, AdamW; no EMA), their
+ratio (goal >= 0.95), the time per step with and without the latent / prompt caches, and peak
+RSS. Run manually: ``OMP_NUM_THREADS=1 python benchmarks/diffusion_training.py``.
+"""
+
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402, N812
+from common import write  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from lego.batch import EgoBatch, EgoSample  # noqa: E402
+from lego.models.editing import InstructPix2PixModule  # noqa: E402
+from lego.synthego import vocabulary  # noqa: E402
+from lego.tools.bootstrap import write_diffusion_backbone  # noqa: E402
+
+BATCH, SIZE, STEPS, WARMUP = 32, 64, 30, 5
+SAMPLER = "DPMSolverMultistepScheduler"
+TEXTS = ["pick up the red cup", "push the blue box", "open the green box", "cut the bread"]
+
+
+class Pairs(Dataset):
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.frames = torch.rand(n, 2, 3, SIZE, SIZE, generator=g) * 2 - 1
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> EgoSample:
+        return EgoSample(
+            sample_id=f"c{i}/a{i}",
+            clip_id=f"c{i}",
+            action_id=f"a{i}",
+            image_0="x.png",
+            image_1="y.png",
+            input_frame=self.frames[i, 0],
+            target_frame=self.frames[i, 1],
+            action=TEXTS[i % 4],
+            raw_action=TEXTS[i % 4],
+            text=TEXTS[i % 4],
+        )
+
+
+def loader() -> DataLoader:
+    return DataLoader(Pairs(BATCH * 4), batch_size=BATCH, collate_fn=EgoBatch.collate)
+
+
+def lightning_seconds_per_step(root: Path, **kwargs) -> float:
+    module = InstructPix2PixModule(
+        pretrained=str(root), prediction_type="sample", ema_decay=0.999, sampler=SAMPLER, **kwargs
+    )
+    times = []
+
+    class Clock(L.Callback):
+        def on_train_batch_start(self, *args) -> None:
+            times.append(time.perf_counter())
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=STEPS + WARMUP,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        callbacks=[Clock()],
+        limit_val_batches=0,
+    )
+    trainer.fit(module, train_dataloaders=loader())
+    return (times[-1] - times[WARMUP]) / (len(times) - 1 - WARMUP)
+
+
+def plain_seconds_per_step(root: Path) -> float:
+    module = InstructPix2PixModule(
+        pretrained=str(root), prediction_type="sample", ema_decay=None, sampler=SAMPLER
+    )
+    module.configure_model()
+    unet, vae, text_encoder, tokenizer = (
+        module.unet,
+        module.vae,
+        module.text_encoder,
+        module.tokenizer,
+    )
+    scheduler = module.noise_scheduler
+    unet.train()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, weight_decay=0.01)
+    data = list(loader())
+    times = []
+    for step in range(STEPS + WARMUP):
+        times.append(time.perf_counter())
+        batch = data[step % len(data)]
+        with torch.no_grad():
+            target = vae.encode(batch.target_frames).latent_dist.sample()
+            target = target * vae.config.scaling_factor
+            image = vae.encode(batch.input_frames).latent_dist.mode()
+            ids = tokenizer(
+                batch.texts,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+            text = text_encoder(ids)[0]
+        noise = torch.randn_like(target)
+        t = torch.randint(0, 1000, (BATCH,))
+        noisy = scheduler.add_noise(target, noise, t)
+        r = torch.rand(BATCH)
+        image = image * ~((r >= 0.05) & (r < 0.15))[:, None, None, None]
+        pred = unet(torch.cat([noisy, image], 1), t, encoder_hidden_states=text).sample
+        loss = F.mse_loss(pred, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    times.append(time.perf_counter())
+    return (times[-1] - times[WARMUP]) / STEPS
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_diffusion_backbone(Path(tmp), vocabulary(), resolution=SIZE)
+        plain = plain_seconds_per_step(root)
+        ours = lightning_seconds_per_step(root)
+        cached = lightning_seconds_per_step(root, text_cache_size=1000, latent_cache_size=1000)
+    write(
+        "diffusion_training",
+        {
+            "setup": f"batch {BATCH}, {SIZE}x{SIZE} px, (32, 64) UNet, pixel-unshuffle autoencoder",
+            "lightning_steps_per_s": round(1 / ours, 3),
+            "plain_loop_steps_per_s": round(1 / plain, 3),
+            "ratio_lightning_over_plain": round(plain / ours, 3),
+            "seconds_per_step_no_cache": round(ours, 4),
+            "seconds_per_step_with_text_and_latent_cache": round(cached, 4),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

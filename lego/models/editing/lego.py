@@ -1,0 +1,548 @@
+"""LEGO's action frame diffusion model as a LightningModule (InstructPix2Pix when VLM is off).
+
+A latent diffusion UNet conditioned on the input frame (its unscaled latent concatenated on
+channels) and on a cross-attention context of the CLIP text embedding plus, for LEGO, the projected
+VLM image and text embeddings. Training follows the paper's code (``method.md`` Part B 4), sampling
+uses three-way classifier-free guidance (Part B 5).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from diffusers.training_utils import EMAModel
+from lightning.pytorch.utilities import grad_norm
+from torch import Tensor
+from torch.optim import Optimizer
+
+from lego.batch import EgoBatch, GeneratedFrames
+from lego.models.editing.base import ActionFrameGenerator
+from lego.models.editing.components import (
+    PredictionType,
+    check_sampler,
+    load_components,
+    make_sampling_scheduler,
+)
+from lego.models.editing.conditioning import (
+    VLMConditioner,
+    assemble_context,
+    conditioning_dropout_masks,
+)
+from lego.models.editing.guidance import guided_sample, sample_generators
+
+log = logging.getLogger(__name__)
+
+
+class LegoDiffusionModule(ActionFrameGenerator):
+    """LEGO: InstructPix2Pix-style latent diffusion conditioned on VLM embeddings.
+
+    Components are loaded in :meth:`configure_model` from a diffusers-layout directory or hub id:
+    a text-to-image UNet (Stable Diffusion, whose ``conv_in`` is widened with zero channels for the
+    input-frame latent, bias kept) or an image-conditioned one (InstructPix2Pix, loaded as is), a
+    frozen autoencoder, a frozen CLIP text encoder and its tokenizer, and the noise schedule.
+
+    Args:
+        pretrained: Diffusers-layout directory or hub id (``runwayml/stable-diffusion-v1-5``).
+        vlm_dim: Width ``D`` of the VLM embeddings in the batches (5120 for LLaVA-13B). ``None``
+            turns VLM conditioning off: the model is then InstructPix2Pix.
+        freeze_vlm_projection: Keep the VLM projections and mixer at their random initialisation
+            (the official code's behaviour); by default they train with the UNet.
+        vlm_num_layers: Layers of the VLM text mixer (2).
+        vlm_num_heads: Heads of the VLM text mixer (8).
+        vlm_dim_feedforward: Feed-forward width of the mixer layers (2048).
+        vlm_dropout: Dropout inside the mixer (0.1).
+        use_vlm_text_mask: Give the VLM text padding mask to the mixer (off in the paper).
+        prediction_type: What the UNet predicts: ``epsilon`` (the paper), ``sample`` or
+            ``v_prediction``.
+        conditioning_dropout: ``p`` of the classifier-free-guidance dropout: prompt (CLIP text and
+            VLM tokens) dropped for ``r < 2p``, input latent for ``p <= r < 3p`` (0.05).
+        learning_rate: AdamW learning rate (1e-4, constant).
+        weight_decay: AdamW weight decay (0.01).
+        lr_warmup_steps: Linear warm-up steps (0: constant, as the paper).
+        ema_decay: Decay of the EMA of the UNet used for validation and sampling (0.9999, warm-up
+            ``min(decay, (1 + n) / (10 + n))``, updated every micro-batch as the paper). ``None``
+            turns EMA off.
+        gradient_checkpointing: Recompute UNet activations in the backward pass.
+        text_cache_size: Keep the CLIP embeddings of up to this many prompts (the text encoder is
+            frozen, so they never change); 0 turns the cache off.
+        latent_cache_size: Keep the autoencoder's latent distributions of up to this many frames,
+            keyed by frame content; 0 turns the cache off.
+        sampler: Diffusers scheduler class used for sampling (``EulerAncestralDiscreteScheduler``
+            as the paper, or e.g. ``DPMSolverMultistepScheduler``).
+        sampler_options: Extra config values for the sampler.
+        num_inference_steps: Sampling steps (100).
+        text_guidance_scale: Guidance scale of the text (CLIP and VLM jointly) (7.5).
+        image_guidance_scale: Guidance scale of the input frame (1.5).
+        seed: Sampling seed; each sample's noise is seeded from ``(sample_id, seed)``.
+        val_sample_batches: Validation batches for which frames are also sampled (for image grids).
+    """
+
+    #: Hyper-parameters a subclass without VLM conditioning leaves out of ``hparams``.
+    _hparams_ignore: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        pretrained: str = "runwayml/stable-diffusion-v1-5",
+        vlm_dim: int | None = None,
+        freeze_vlm_projection: bool = False,
+        vlm_num_layers: int = 2,
+        vlm_num_heads: int = 8,
+        vlm_dim_feedforward: int = 2048,
+        vlm_dropout: float = 0.1,
+        use_vlm_text_mask: bool = False,
+        prediction_type: PredictionType = "epsilon",
+        conditioning_dropout: float = 0.05,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.01,
+        lr_warmup_steps: int = 0,
+        ema_decay: float | None = 0.9999,
+        gradient_checkpointing: bool = False,
+        text_cache_size: int = 0,
+        latent_cache_size: int = 0,
+        sampler: str = "EulerAncestralDiscreteScheduler",
+        sampler_options: dict[str, Any] | None = None,
+        num_inference_steps: int = 100,
+        text_guidance_scale: float = 7.5,
+        image_guidance_scale: float = 1.5,
+        seed: int = 0,
+        val_sample_batches: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=list(self._hparams_ignore))
+        if vlm_dim is not None and vlm_dim <= 0:
+            raise ValueError(f"vlm_dim must be positive, got {vlm_dim}")
+        if not 0.0 <= conditioning_dropout <= 1.0 / 3.0:
+            raise ValueError(
+                f"conditioning_dropout must be in [0, 1/3], got {conditioning_dropout}"
+            )
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
+        self.pretrained = pretrained
+        self.vlm_dim = vlm_dim
+        self.freeze_vlm_projection = freeze_vlm_projection
+        self.vlm_options = {
+            "num_layers": vlm_num_layers,
+            "num_heads": vlm_num_heads,
+            "dim_feedforward": vlm_dim_feedforward,
+            "dropout": vlm_dropout,
+            "use_text_mask": use_vlm_text_mask,
+        }
+        self.prediction_type = prediction_type
+        self.conditioning_dropout = conditioning_dropout
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.lr_warmup_steps = lr_warmup_steps
+        self.ema_decay = ema_decay
+        self.gradient_checkpointing = gradient_checkpointing
+        self.text_cache_size = text_cache_size
+        self.latent_cache_size = latent_cache_size
+        self.sampler = sampler
+        self.sampler_options = dict(sampler_options or {})
+        self.num_inference_steps = num_inference_steps
+        self.text_guidance_scale = text_guidance_scale
+        self.image_guidance_scale = image_guidance_scale
+        self.seed = seed
+        self.val_sample_batches = val_sample_batches
+        self.ema: EMAModel | None = None
+        self._ema_swapped = False
+        self._pending_ema_state: dict[str, Any] | None = None
+        self._text_cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._null_embedding: Tensor | None = None
+        self._latent_cache: OrderedDict[str, tuple[type, Tensor]] = OrderedDict()
+        self._built = False
+
+    # ------------------------------------------------------------------------------- building
+    @property
+    def uses_vlm(self) -> bool:
+        """Whether VLM embeddings condition the model (LEGO) or not (InstructPix2Pix)."""
+        return self.vlm_dim is not None
+
+    def configure_model(self) -> None:
+        """Load the pretrained components (once) and build the VLM conditioner and the EMA."""
+        if self._built:
+            return
+        parts = load_components(self.pretrained, self.prediction_type)
+        self.unet = parts.unet
+        self.vae = parts.vae
+        self.text_encoder = parts.text_encoder
+        self.tokenizer = parts.tokenizer
+        self.noise_scheduler = parts.noise_scheduler
+        check_sampler(self.sampler, self.noise_scheduler.config, self.sampler_options)
+        if self.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.vlm_conditioner: VLMConditioner | None = None
+        if self.vlm_dim is not None:
+            self.vlm_conditioner = VLMConditioner(
+                vlm_dim=self.vlm_dim,
+                cross_attention_dim=int(self.unet.config.cross_attention_dim),
+                **self.vlm_options,
+            )
+            if self.freeze_vlm_projection:
+                self.vlm_conditioner.requires_grad_(False)
+        if self.ema_decay is not None:
+            self.ema = EMAModel(self.unet.parameters(), decay=self.ema_decay, use_ema_warmup=False)
+            if self._pending_ema_state is not None:
+                self.ema.load_state_dict(self._pending_ema_state)
+                self._pending_ema_state = None
+        self._built = True
+
+    def train(self, mode: bool = True) -> LegoDiffusionModule:
+        """Set train/eval mode; the frozen autoencoder and text encoder always stay in eval."""
+        super().train(mode)
+        if self._built:
+            self.vae.eval()
+            self.text_encoder.eval()
+        return self
+
+    # ------------------------------------------------------------------------------- checks
+    def _check_batch(self, batch: EgoBatch, need_target: bool) -> None:
+        def bad_samples(values: Tensor) -> list[str]:
+            flat = values.detach().reshape(values.shape[0], -1)
+            rows = (~torch.isfinite(flat).all(dim=1)).nonzero().flatten().tolist()
+            return [batch.sample_ids[i] for i in rows]
+
+        frames = {"input frame": batch.input_frames}
+        if need_target:
+            if batch.target_frames is None:
+                raise ValueError(
+                    f"training needs target frames; batch with samples {batch.sample_ids[:4]} "
+                    "has none"
+                )
+            frames["target frame"] = batch.target_frames
+        for name, values in frames.items():
+            bad = bad_samples(values)
+            if bad:
+                raise ValueError(f"NaN or inf in the {name} of sample(s) {bad}")
+        if not self.uses_vlm:
+            return
+        for key in ("vlm_image", "vlm_text"):
+            value = getattr(batch, key)
+            if value is None:
+                raise ValueError(
+                    f"{type(self).__name__} has vlm_dim={self.vlm_dim} but the batch with "
+                    f"samples {batch.sample_ids[:4]} carries no {key!r}: configure the "
+                    "DataModule's VLM feature cache, or set vlm_dim: null (InstructPix2Pix)"
+                )
+            if value.ndim != 3:
+                raise ValueError(
+                    f"{key} must be N x D per sample (batch B x N x D), got shape "
+                    f"{tuple(value.shape)} for samples {batch.sample_ids[:4]}"
+                )
+            if value.shape[-1] != self.vlm_dim:
+                raise ValueError(
+                    f"{key} has width {value.shape[-1]} but the model was configured with "
+                    f"vlm_dim={self.vlm_dim} (samples {batch.sample_ids[:4]}); the features "
+                    "come from a different VLM than the model expects"
+                )
+            bad = bad_samples(value)
+            if bad:
+                raise ValueError(f"NaN or inf in {key} of sample(s) {bad}")
+
+    # ------------------------------------------------------------------------------- encoders
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> Tensor:
+        """CLIP-encode prompts (``B x 77 x C``), through the prompt cache if enabled.
+
+        Args:
+            texts: The prompts.
+
+        Returns:
+            The final-layer hidden states of the text encoder.
+        """
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        computed: dict[str, Tensor] = {}
+        if missing:
+            ids = self.tokenizer(
+                missing,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(self.device)
+            hidden = self.text_encoder(ids)[0]
+            computed = dict(zip(missing, hidden, strict=True))
+        if self.text_cache_size > 0:
+            for text, value in computed.items():
+                self._text_cache[text] = value
+            while len(self._text_cache) > self.text_cache_size:
+                self._text_cache.popitem(last=False)
+        rows = []
+        for text in texts:
+            if text in computed:
+                rows.append(computed[text])
+            else:
+                self._text_cache.move_to_end(text)
+                rows.append(self._text_cache[text].to(self.device))
+        return torch.stack(rows)
+
+    def null_text(self, batch_size: int) -> Tensor:
+        """CLIP embedding of the empty prompt (computed once), repeated ``batch_size`` times."""
+        null = self._null_embedding
+        if null is None or null.device != self.device:
+            null = self._null_embedding = self.encode_text([""])
+        return null.expand(batch_size, -1, -1)
+
+    @torch.no_grad()
+    def _latent_dist(self, frames: Tensor) -> Any:
+        if self.latent_cache_size <= 0:
+            return self.vae.encode(frames).latent_dist
+        keys = [
+            hashlib.blake2b(f.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
+            for f in frames
+        ]
+        missing = [i for i, k in enumerate(keys) if k not in self._latent_cache]
+        if missing:
+            dist = self.vae.encode(frames[missing]).latent_dist
+            for row, i in enumerate(missing):
+                self._latent_cache[keys[i]] = (type(dist), dist.parameters[row : row + 1])
+        while len(self._latent_cache) > self.latent_cache_size:
+            self._latent_cache.popitem(last=False)
+        entries = [self._latent_cache.get(k) for k in keys]
+        if any(e is None for e in entries):  # cache smaller than the batch: encode directly
+            return self.vae.encode(frames).latent_dist
+        cls = entries[0][0]  # type: ignore[index]
+        return cls(torch.cat([e[1] for e in entries]))  # type: ignore[index]
+
+    def encode_input_latents(self, frames: Tensor) -> Tensor:
+        """Unscaled mode latents of the input frames (the image condition)."""
+        return self._latent_dist(frames.to(self.device, self.vae.dtype)).mode()
+
+    def encode_target_latents(self, frames: Tensor) -> Tensor:
+        """Sampled latents of the target frames times the scaling factor (the diffusion data)."""
+        dist = self._latent_dist(frames.to(self.device, self.vae.dtype))
+        return dist.sample() * self.vae.config.scaling_factor
+
+    def vlm_tokens(self, batch: EgoBatch) -> Tensor | None:
+        """VLM cross-attention tokens of the batch (``None`` without VLM conditioning)."""
+        if self.vlm_conditioner is None:
+            return None
+        assert batch.vlm_image is not None and batch.vlm_text is not None
+        param = next(self.vlm_conditioner.parameters())
+        mask = batch.vlm_text_mask.to(self.device) if batch.vlm_text_mask is not None else None
+        return self.vlm_conditioner(
+            batch.vlm_image.to(self.device, param.dtype),
+            batch.vlm_text.to(self.device, param.dtype),
+            mask,
+        )
+
+    # ------------------------------------------------------------------------------- training
+    def diffusion_loss(self, batch: EgoBatch, generator: torch.Generator | None = None) -> Tensor:
+        """The denoising loss of a batch, with classifier-free-guidance dropout.
+
+        Args:
+            batch: A batch with target frames.
+            generator: Optional generator for the dropout draw (noise and timesteps use the
+                global RNG).
+
+        Returns:
+            The mean squared error of the UNet's prediction.
+        """
+        self._check_batch(batch, need_target=True)
+        assert batch.target_frames is not None
+        target_latents = self.encode_target_latents(batch.target_frames)
+        image_latents = self.encode_input_latents(batch.input_frames)
+        size = target_latents.shape[0]
+        noise = torch.randn_like(target_latents)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (size,), device=self.device
+        )
+        noisy = self.noise_scheduler.add_noise(target_latents, noise, timesteps)
+        drop_prompt, drop_image = conditioning_dropout_masks(
+            size, self.conditioning_dropout, device="cpu", generator=generator
+        )
+        drop_prompt, drop_image = drop_prompt.to(self.device), drop_image.to(self.device)
+        clip = self.encode_text(list(batch.texts))
+        clip = torch.where(drop_prompt[:, None, None], self.null_text(size), clip)
+        vlm = self.vlm_tokens(batch)
+        if vlm is not None:
+            vlm = vlm * (~drop_prompt)[:, None, None].to(vlm.dtype)
+        context = assemble_context(clip, vlm)
+        image_latents = image_latents * (~drop_image)[:, None, None, None].to(image_latents.dtype)
+        model_in = torch.cat([noisy, image_latents], dim=1)
+        pred = self.unet(model_in, timesteps, encoder_hidden_states=context, return_dict=False)[0]
+        if self.prediction_type == "epsilon":
+            target = noise
+        elif self.prediction_type == "sample":
+            target = target_latents
+        else:
+            target = self.noise_scheduler.get_velocity(target_latents, noise, timesteps)
+        return F.mse_loss(pred.float(), target.float())
+
+    def training_step(self, batch: EgoBatch, batch_idx: int) -> Tensor:
+        """One denoising step; a non-finite loss stops training with the sample ids."""
+        loss = self.diffusion_loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step} on samples "
+                f"{batch.sample_ids}; lower the learning rate or check the data"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Update the EMA of the UNet (every micro-batch, as the paper's code)."""
+        if self.ema is not None:
+            self.ema.step(self.unet.parameters())
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Log the total gradient norm of the trainable weights."""
+        every = max(1, getattr(self.trainer, "log_every_n_steps", 50))
+        if self.global_step % every == 0:
+            norms = grad_norm(self, norm_type=2)
+            if "grad_2.0_norm_total" in norms:
+                self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    def validation_step(self, batch: EgoBatch, batch_idx: int) -> GeneratedFrames | None:
+        """Validation loss (same dropout as training) and, for the first batches, sampled frames.
+
+        Returns:
+            Generated frames for the first ``val_sample_batches`` batches (image grids consume
+            them), else ``None``.
+        """
+        generator = torch.Generator().manual_seed(self.seed + batch_idx)
+        loss = self.diffusion_loss(batch, generator=generator)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
+        if batch_idx < self.val_sample_batches:
+            return self._outputs(batch)
+        return None
+
+    def configure_optimizers(self) -> Any:
+        """AdamW over the trainable weights only (UNet, and the VLM conditioner unless frozen)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        if self.lr_warmup_steps <= 0:
+            return optimizer
+        warmup = self.lr_warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ------------------------------------------------------------------------------- EMA
+    def _swap_in_ema(self) -> None:
+        if self.ema is not None and not self._ema_swapped:
+            self.ema.to(self.device)
+            self.ema.store(self.unet.parameters())
+            self.ema.copy_to(self.unet.parameters())
+            self._ema_swapped = True
+
+    def _swap_out_ema(self) -> None:
+        if self.ema is not None and self._ema_swapped:
+            self.ema.restore(self.unet.parameters())
+            self._ema_swapped = False
+
+    def on_fit_start(self) -> None:
+        """Move the EMA weights to the training device."""
+        if self.ema is not None:
+            self.ema.to(self.device)
+
+    def on_validation_epoch_start(self) -> None:
+        """Validate with the EMA weights."""
+        self._swap_in_ema()
+
+    def on_validation_epoch_end(self) -> None:
+        """Return to the training weights."""
+        self._swap_out_ema()
+
+    def on_test_epoch_start(self) -> None:
+        """Sample with the EMA weights."""
+        self._swap_in_ema()
+
+    def on_test_epoch_end(self) -> None:
+        """Return to the training weights."""
+        self._swap_out_ema()
+
+    def on_predict_epoch_start(self) -> None:
+        """Sample with the EMA weights."""
+        self._swap_in_ema()
+
+    def on_predict_epoch_end(self) -> None:
+        """Return to the training weights."""
+        self._swap_out_ema()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the EMA weights next to the model's state."""
+        if self.ema is not None:
+            checkpoint["unet_ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the EMA weights (now, or once the model is built)."""
+        state = checkpoint.get("unet_ema")
+        if state is None:
+            return
+        if self.ema is not None:
+            self.ema.load_state_dict(state)
+        else:
+            self._pending_ema_state = state
+
+    def unet_for_export(self) -> Any:
+        """The UNet with the weights used for sampling (EMA when enabled), as a new module."""
+        unet = copy.deepcopy(self.unet)
+        if self.ema is not None:
+            self.ema.to(self.device)
+            self.ema.copy_to(unet.parameters())
+        return unet
+
+    # ------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(self, batch: EgoBatch) -> Tensor:
+        """Sample one action frame per input with three-way classifier-free guidance.
+
+        Args:
+            batch: A batch (target frames not needed).
+
+        Returns:
+            ``B x 3 x H x W`` frames in [0, 1].
+        """
+        self._check_batch(batch, need_target=False)
+        size = len(batch)
+        image_latents = self.encode_input_latents(batch.input_frames)
+        clip = self.encode_text(list(batch.texts))
+        null = self.null_text(size)
+        vlm = self.vlm_tokens(batch)
+        context = assemble_context(clip, vlm)
+        null_context = assemble_context(null, torch.zeros_like(vlm) if vlm is not None else None)
+        scheduler = make_sampling_scheduler(
+            self.sampler, self.noise_scheduler.config, self.sampler_options
+        )
+        latents = guided_sample(
+            self.unet,
+            scheduler,
+            image_latents=image_latents,
+            context=context.to(self.unet.dtype),
+            null_context=null_context.to(self.unet.dtype),
+            num_inference_steps=self.num_inference_steps,
+            text_scale=self.text_guidance_scale,
+            image_scale=self.image_guidance_scale,
+            generators=sample_generators(batch.sample_ids, self.seed, self.device),
+        )
+        latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+        image = self.vae.decode(latents).sample
+        return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    # ------------------------------------------------------------------------------- export
+    def export_pipeline(self, out_dir: Path) -> Path:
+        """Save the model as a diffusers pipeline directory (EMA weights when enabled).
+
+        Without VLM conditioning this is a stock ``StableDiffusionInstructPix2PixPipeline``;
+        with it, a :class:`lego.interop.pipeline.LegoPipeline`.
+
+        Args:
+            out_dir: The directory to write.
+
+        Returns:
+            ``out_dir``.
+        """
+        from lego.interop.export import export_pipeline
+
+        return export_pipeline(self, Path(out_dir))

@@ -1,0 +1,112 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lego.cli import LegoCLI, main
+from lego.data.egogen import read_records
+from lego.models.editing import InstructPix2PixModule, LegoDiffusionModule
+from tests.models.editing.editing_helpers import RandomFeatureReader
+
+
+def tiny_config(shipped: str, backbone: Path, data_root: Path, tmp_path: Path) -> Path:
+    """The shipped SynthEgo config, shrunk to a few CPU seconds (tiny model, tmp outputs)."""
+    config = yaml.safe_load(Path(shipped).read_text())
+    trainer = config["trainer"]
+    trainer.update(
+        max_steps=4,
+        check_val_every_n_epoch=1,
+        limit_val_batches=1,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+    )
+    trainer["logger"]["init_args"]["save_dir"] = str(tmp_path / "logs")
+    for callback in trainer["callbacks"]:
+        if callback["class_path"] == "FramesWriter":
+            callback["init_args"]["output_dir"] = str(tmp_path / "frames")
+            callback["init_args"]["metadata_file"] = str(data_root / "synthego_metadata.json")
+    config["model"]["init_args"].update(pretrained=str(backbone), num_inference_steps=3)
+    config["data"]["init_args"].update(root=str(data_root), resolution=32, batch_size=8)
+    path = tmp_path / Path(shipped).name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("shipped", ["configs/synthego/ip2p.yaml", "configs/synthego/lego.yaml"])
+def test_fit_then_test_through_the_cli(shipped, synthego_backbone, synthego_root, tmp_path):
+    config = tiny_config(shipped, synthego_backbone, synthego_root, tmp_path)
+    main(["fit", "--config", str(config)])
+    ckpts = sorted((tmp_path / "logs").rglob("last.ckpt"))
+    assert len(ckpts) == 1
+    checkpoint = torch.load(ckpts[0], map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 4
+    assert "unet_ema" in checkpoint
+    assert any(k.startswith("unet.conv_in") for k in checkpoint["state_dict"])
+    cls = InstructPix2PixModule if "ip2p" in shipped else LegoDiffusionModule
+    restored = cls.load_from_checkpoint(ckpts[0])
+    assert restored.ema is not None and restored.ema.optimization_step == 4
+    torch.testing.assert_close(
+        restored.unet.conv_in.weight, checkpoint["state_dict"]["unet.conv_in.weight"]
+    )
+    events = EventAccumulator(str(ckpts[0].parent.parent), size_guidance={"images": 0})
+    events.Reload()
+    assert {"train/loss", "train/grad_norm", "val/loss"} <= set(events.Tags()["scalars"])
+    assert "validation/grid" in events.Tags()["images"]
+    grid = events.Images("validation/grid")[0]
+    assert (grid.width, grid.height) == (3 * 32, 8 * 32)  # input | generated | target, 8 rows
+
+    main(["test", "--config", str(config), "--ckpt_path", str(ckpts[0])])
+    records = read_records(synthego_root / "synthego_val.json")
+    metadata = json.loads((synthego_root / "synthego_metadata.json").read_text())
+    written = sorted((tmp_path / "frames").rglob("*.png"))
+    assert len(written) == len(records) == 8
+    for rec in records:
+        name = Path(rec.fields["image_1"]).stem + ".png"
+        path = tmp_path / "frames" / rec.clip_id / rec.action_id / name
+        assert path.is_file(), path
+        with Image.open(path) as image:
+            # resized back to the clip's aspect ratio at the generated height (32)
+            meta = metadata[rec.clip_id]
+            assert image.size == (round(32 * meta["width"] / meta["height"]), 32)
+            assert image.mode == "RGB"
+
+
+def test_lego_with_vlm_features_fits_and_tests(synthego_backbone, synthego_root, tmp_path):
+    config = tiny_config("configs/synthego/lego.yaml", synthego_backbone, synthego_root, tmp_path)
+    cli = LegoCLI(
+        args=[
+            "--config",
+            str(config),
+            "--model.init_args.vlm_dim=16",
+            "--data.init_args.vlm_dim=16",
+        ],
+        run=False,
+    )
+    assert cli.model.hparams.vlm_dim == 16
+    cli.datamodule.feature_reader = RandomFeatureReader(16)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 4
+    assert cli.model.vlm_conditioner is not None
+    results = cli.trainer.test(cli.model, cli.datamodule)
+    assert results is not None
+    assert len(list((tmp_path / "frames").rglob("*.png"))) == 8
+
+
+def test_mismatched_features_fail_before_training(synthego_backbone, synthego_root, tmp_path):
+    config = tiny_config("configs/synthego/lego.yaml", synthego_backbone, synthego_root, tmp_path)
+    cli = LegoCLI(
+        args=[
+            "--config",
+            str(config),
+            "--model.init_args.vlm_dim=16",
+            "--data.init_args.vlm_dim=16",
+        ],
+        run=False,
+    )
+    cli.datamodule.feature_reader = RandomFeatureReader(24)
+    with pytest.raises(ValueError, match=r"vlm_image has width 24 but .*vlm_dim=16"):
+        cli.trainer.fit(cli.model, cli.datamodule)

@@ -1,0 +1,46 @@
+import torch
+from transformers import CLIPTokenizer
+
+from lego.cli import main
+from lego.models.editing import PixelUnshuffleAutoencoder
+from lego.models.editing.components import load_components
+from lego.synthego import vocabulary
+from lego.tools import bootstrap
+
+
+def test_bootstrap_writes_a_loadable_miniature_stack(tmp_path, capsys):
+    main(["bootstrap", "--out", str(tmp_path), "--only", "diffusion"])
+    root = tmp_path / bootstrap.SYNTHEGO_SD
+    assert f"diffusion: wrote {root}" in capsys.readouterr().out
+    parts = load_components(root, "sample")
+    assert isinstance(parts.vae, PixelUnshuffleAutoencoder)
+    assert parts.vae.config.scaling_factor == bootstrap.SYNTHEGO_SCALING == 3.0
+    assert tuple(parts.unet.config.block_out_channels) == (32, 64)
+    assert parts.unet.config.in_channels == 96  # written with 48, widened like SD's 4 -> 8
+    assert set(parts.unet.config.down_block_types) == {"CrossAttnDownBlock2D"}
+    assert parts.text_encoder.config.hidden_size == 64
+    assert parts.text_encoder.config.num_hidden_layers == 2
+    assert parts.unet.config.cross_attention_dim == 64
+    assert not any(p.requires_grad for p in parts.text_encoder.parameters())
+    n = sum(p.numel() for p in parts.unet.parameters())
+    assert 0.8e6 < n < 1.5e6
+    # the existing backbone is kept on a second run
+    main(["bootstrap", "--out", str(tmp_path)])
+    assert "exists" in capsys.readouterr().out
+
+
+def test_word_level_tokenizer_keeps_every_vocabulary_word_whole(tmp_path):
+    words = vocabulary()
+    bootstrap.write_word_tokenizer(tmp_path / "tok", words)
+    tok = CLIPTokenizer.from_pretrained(tmp_path / "tok")
+    assert tok.model_max_length == 77
+    split = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str
+    for word in words:
+        ids = tok(word, add_special_tokens=False).input_ids
+        pieces = split(word.lower())  # CLIP splits e.g. "#C" into "#" and "c"
+        assert len(ids) == len(pieces), (word, tok.convert_ids_to_tokens(ids))
+    ids = tok("#C C picks up the red cup", add_special_tokens=False).input_ids
+    assert tok.unk_token_id not in ids
+    unknown = tok("zyx", add_special_tokens=False).input_ids
+    assert len(unknown) == 3 and tok.unk_token_id not in unknown  # characters, not <unk>
+    assert torch.tensor(tok([""], padding="max_length").input_ids).shape == (1, 77)
