@@ -350,6 +350,14 @@ class EgoGenDataModule(LightningDataModule):
             ``<root>/curation_from_gpt/<name>_for_tuning_forecasting.json`` when it exists.
         max_samples: Keep only the first N records of each split (quick experiments).
         shuffle: Shuffle the training split.
+        features: VLM features attached to each sample (``vlm_image``, ``vlm_text``,
+            ``vlm_text_mask``): the describe stage's feature cache root, one cache per split
+            (``<features>/<split>``), or with ``features_layout: official_npy`` the paper's image
+            feature root (``<features>/<split>/<image_0 with jpg -> npy>``).
+        features_layout: ``cache`` (the describe stage's cache) or ``official_npy``.
+        features_text: The paper's text feature root (``official_npy`` only).
+        vlm_dim: Expected VLM embedding width D; features of another width are refused at setup.
+        vlm_image_tokens: Expected number of VLM image tokens (checked against a cache manifest).
     """
 
     name: ClassVar[str] = "egogen"
@@ -374,6 +382,11 @@ class EgoGenDataModule(LightningDataModule):
         curated_file: Path | None = None,
         max_samples: int | None = None,
         shuffle: bool = True,
+        features: Path | None = None,
+        features_layout: Literal["cache", "official_npy"] = "cache",
+        features_text: Path | None = None,
+        vlm_dim: int | None = None,
+        vlm_image_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -398,7 +411,15 @@ class EgoGenDataModule(LightningDataModule):
         self.curated_file = Path(curated_file) if curated_file is not None else None
         self.max_samples = max_samples
         self.shuffle = shuffle
+        #: A reader injected for every split (overrides ``features``).
         self.feature_reader: FeatureReader | None = None
+        self.features = Path(features) if features is not None else None
+        self.features_layout = features_layout
+        self.features_text = Path(features_text) if features_text is not None else None
+        self.vlm_dim = vlm_dim
+        self.vlm_image_tokens = vlm_image_tokens
+        if features_layout == "official_npy" and features is not None and features_text is None:
+            raise ValueError("features_layout official_npy needs features_text (the text root)")
         self.datasets: dict[str, EgoGenDataset] = {}
         self._curated: dict[str, tuple[str | None, str | None]] | None = None
 
@@ -591,6 +612,25 @@ class EgoGenDataModule(LightningDataModule):
             raise DataFormatError(f"{self.records_file(split)}: no usable records")
         return report.records
 
+    def features_for(self, split: str) -> FeatureReader | None:
+        """The VLM feature reader of ``split`` (``None`` when no features are configured).
+
+        Raises:
+            DataFormatError: If the features are missing or their dims are not the expected ones.
+        """
+        if self.feature_reader is not None or self.features is None:
+            return self.feature_reader
+        from lego.data.features import open_features
+
+        return open_features(
+            self.features,
+            split,
+            layout=self.features_layout,
+            text_root=self.features_text,
+            embed_dim=self.vlm_dim,
+            image_tokens=self.vlm_image_tokens,
+        )
+
     def make_dataset(self, split: str, train: bool, require_targets: bool = True) -> EgoGenDataset:
         """Validate ``split`` and build its dataset.
 
@@ -607,7 +647,7 @@ class EgoGenDataModule(LightningDataModule):
             self._checked(split, require_targets),
             resolution=self.resolution,
             flip_prob=self.flip_prob if train else 0.0,
-            feature_reader=self.feature_reader,
+            feature_reader=self.features_for(split),
         )
 
     def setup(self, stage: str) -> None:

@@ -6,10 +6,12 @@ from lego.models.editing import (
     InstructPix2PixModule,
     LegoDiffusionModule,
 )
+from lego.models.instruct import VisualInstructionTuning
 
 __all__ = [
     "ActionFrameGenerator",
     "CopyInputGenerator",
     "InstructPix2PixModule",
     "LegoDiffusionModule",
+    "VisualInstructionTuning",
 ]
