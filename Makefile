@@ -23,9 +23,17 @@ test: setup  ## the default test suite (CPU, offline)
 test-all: setup  ## including slow tests
 	$(PY) -m pytest -q -m ''
 
+DEMO_STEPS ?= 600
 demo: setup  ## built-in SynthEgo data + the main job on CPU with tiny models
 	$(PY) -m lego synthego --out $(DATA) --train 2000 --val 200 --size 64 --seed 0 --grid outputs/demo/synthego_pairs.png
-	@echo "Demo: SynthEgo written to $(DATA); sample (input | action frame) grid in outputs/demo/synthego_pairs.png"
+	$(PY) -m lego bootstrap
+	$(PY) -m lego fit --config configs/synthego/lego.yaml --trainer.max_steps=$(DEMO_STEPS) \
+		--trainer.logger.init_args.name=demo_lego --trainer.logger.init_args.version=demo --trainer.enable_progress_bar=false
+	$(PY) -m lego test --config configs/synthego/lego.yaml --ckpt_path logs/demo_lego/demo/checkpoints/last.ckpt \
+		--trainer.logger.init_args.name=demo_lego --trainer.logger.init_args.version=demo_test
+	@echo "Demo done: SynthEgo in $(DATA) (pairs grid: outputs/demo/synthego_pairs.png), miniature backbones in"
+	@echo "pretrained/, LEGO (oracle descriptions) trained $(DEMO_STEPS) steps: logs/demo_lego (tensorboard --logdir logs),"
+	@echo "generated val frames in logs/synthego_lego/frames, metrics in the table above and logs/demo_lego/demo_test."
 
 bench: setup  ## speed / size benchmarks, written as JSON to benchmarks/results/
 	@for b in benchmarks/*.py; do [ "$$b" = benchmarks/common.py ] && continue; echo "== $$b"; OMP_NUM_THREADS=1 $(PY) $$b || exit 1; done
