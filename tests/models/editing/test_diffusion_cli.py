@@ -29,6 +29,9 @@ def tiny_config(shipped: str, backbone: Path, data_root: Path, tmp_path: Path) -
         if callback["class_path"] == "FramesWriter":
             callback["init_args"]["output_dir"] = str(tmp_path / "frames")
             callback["init_args"]["metadata_file"] = str(data_root / "synthego_metadata.json")
+        if callback["class_path"] == "EditMetricsCallback":
+            callback["init_args"]["metadata"] = str(data_root / "synthego_metadata.json")
+            callback["init_args"]["output_dir"] = str(tmp_path / "metrics")
     config["model"]["init_args"].update(pretrained=str(backbone), num_inference_steps=3)
     config["data"]["init_args"].update(root=str(data_root), resolution=32, batch_size=8)
     path = tmp_path / Path(shipped).name
