@@ -142,6 +142,10 @@ class GeneratedFrames:
         texts: The prompt each frame was generated from.
         input_frames: The input frames in [0, 1] (for grids and context metrics), if kept.
         target_frames: The ground-truth action frames in [0, 1], if known.
+        raw_frames: The generator's output before clamping, on the same scale as ``frames``
+            (``(x + 1) / 2`` of the decoder output, which may leave [0, 1]), if it has one. The
+            ``official`` protocol min-max stretches these, as the paper's inference does; every
+            other consumer uses ``frames``.
     """
 
     sample_ids: list[str]
@@ -151,6 +155,7 @@ class GeneratedFrames:
     texts: list[str]
     input_frames: Tensor | None = None
     target_frames: Tensor | None = None
+    raw_frames: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[1] != 3:
@@ -159,3 +164,12 @@ class GeneratedFrames:
             raise ValueError(
                 f"{self.frames.shape[0]} frames for {len(self.sample_ids)} sample ids"
             )
+        if self.raw_frames is not None and self.raw_frames.shape != self.frames.shape:
+            raise ValueError(
+                f"raw_frames {tuple(self.raw_frames.shape)} do not match frames "
+                f"{tuple(self.frames.shape)}"
+            )
+
+    def unclamped(self, i: int) -> Tensor:
+        """Frame ``i`` before clamping (the raw output when kept, else the clamped frame)."""
+        return (self.raw_frames if self.raw_frames is not None else self.frames)[i]

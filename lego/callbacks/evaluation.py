@@ -158,7 +158,9 @@ class EditMetricsCallback(Callback):
             else:
                 self.missing_target.append(sid)
                 continue
-            frame = outputs.frames[i].float().cpu()
+            # min-max acts on the raw output, as the paper's inference; clamp on clamped frames
+            raw = outputs.unclamped(i) if protocol.stretch == "minmax" else outputs.frames[i]
+            frame = raw.float().cpu()
             generated = postprocess(frame, protocol, size)
             if self.frames_dir is not None:
                 name = image_1 or f"{sid}/{Path(outputs.image_0[i]).name}"

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lego.batch import GeneratedFrames
 from lego.data.egogen import DataFormatError, load_json
-from lego.metrics.protocol import output_size, resize_bicubic
+from lego.metrics.protocol import output_size, resize_bicubic, to_uint8
 
 ImageFormat = Literal["png", "jpeg"]
 _SUFFIX = {"png": ".png", "jpeg": ".jpg"}
@@ -79,6 +79,9 @@ class FramesWriter(BasePredictionWriter):
             given, each frame is resized (bicubic) back to its clip's aspect ratio at
             ``output_height``, as the paper's inference does before the metrics.
         output_height: Height of the resized frames (default: the generated frame's height).
+        stretch: ``clamp`` (default: clamp to [0, 1], round) or ``minmax`` (the paper's
+            inference: per-image min-max stretch of the unclamped output, truncated; with
+            ``image_format: jpeg`` and ``jpeg_quality: 75`` the files match the released ones).
     """
 
     def __init__(
@@ -90,8 +93,12 @@ class FramesWriter(BasePredictionWriter):
         write_in_test: bool = True,
         metadata_file: Path | None = None,
         output_height: int | None = None,
+        stretch: Literal["clamp", "minmax"] = "clamp",
     ) -> None:
         super().__init__(write_interval="batch")
+        if stretch not in ("clamp", "minmax"):
+            raise ValueError(f"stretch must be 'clamp' or 'minmax', got {stretch!r}")
+        self.stretch = stretch
         if not 1 <= jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
         self.output_dir = Path(output_dir)
@@ -156,7 +163,11 @@ class FramesWriter(BasePredictionWriter):
                 self.skipped += 1
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
-            image = frame_to_image(self._resized(sample_id, outputs.frames[i]))
+            if self.stretch == "minmax":
+                frame = self._resized(sample_id, outputs.unclamped(i).float())
+                image = Image.fromarray(to_uint8(frame, "minmax"), "RGB")
+            else:
+                image = frame_to_image(self._resized(sample_id, outputs.frames[i]))
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
             os.close(fd)
             try:

@@ -174,3 +174,34 @@ def test_unknown_metric_name_fails_at_parse_time(synthego_root):
                         "--trainer.callbacks.protocol=official"], run=False)
     callback = next(c for c in cli.trainer.callbacks if isinstance(c, EditMetricsCallback))
     assert callback.metric_names == ["psnr", "fid"] and callback.protocol_name == "official"
+
+
+def _test_loader(root):
+    dm = _datamodule(root)
+    dm.setup("test")
+    return dm.test_dataloader()
+
+
+class _OvershootGenerator(CopyInputGenerator):
+    """Returns the input frame stretched past [0, 1], as an unclamped decoder output can be."""
+
+    def generate(self, batch):
+        return super().generate(batch) * 1.6 - 0.3
+
+
+def test_official_protocol_stretches_the_unclamped_output(tmp_path, synthego_root, weights):
+    scores = {}
+    for name, model in [("copy", CopyInputGenerator()), ("overshoot", _OvershootGenerator())]:
+        callback = EditMetricsCallback(metrics=["psnr"], weights_dir=weights,
+                                       protocol="official", output_dir=tmp_path / name)
+        trainer = Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[callback],
+                          enable_progress_bar=False, enable_model_summary=False)
+        trainer.test(model, datamodule=_datamodule(synthego_root))
+        scores[name] = json.loads((tmp_path / name / "metrics.json").read_text())["metrics"]
+    # min-max undoes any affine map of the raw output: same score as the unstretched frames.
+    # Had the callback seen the clamped frames (saturated at 0 and 1) the scores would differ.
+    assert scores["overshoot"]["psnr"] == pytest.approx(scores["copy"]["psnr"], abs=1e-4)
+    # and the raw values do leave [0, 1] on this data, so clamping would have changed them
+    batch = next(iter(_test_loader(synthego_root)))
+    raw = _OvershootGenerator().generate(batch)
+    assert raw.min() < 0 and raw.max() > 1

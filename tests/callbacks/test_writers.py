@@ -102,3 +102,28 @@ def test_frames_are_resized_to_the_clip_aspect_ratio(tmp_path):
     lazy = FramesWriter(output_dir=tmp_path, metadata_file=meta)  # read at the first write
     with pytest.raises(ValueError, match="clip 'clip0' needs integer height and width"):
         lazy.write_frames(outputs(n=1))
+
+
+def test_minmax_stretch_uses_the_unclamped_output(tmp_path):
+    out = outputs(n=1, size=4)
+    raw = torch.linspace(-0.5, 1.5, 48).reshape(1, 3, 4, 4)  # decoder output past [0, 1]
+    out.raw_frames, out.frames = raw, raw.clamp(0, 1)
+    (path,) = FramesWriter(output_dir=tmp_path, stretch="minmax").write_frames(out)
+    with Image.open(path) as image:
+        saved = np.asarray(image)
+    expected = ((raw[0] + 0.5) / 2.0 * 255.0).permute(1, 2, 0).numpy().astype(np.uint8)
+    assert np.array_equal(saved, expected)  # the paper's (g - min) / (max - min) * 255, truncated
+    assert saved.min() == 0 and saved.max() == 255
+    (clamped,) = FramesWriter(output_dir=tmp_path / "c").write_frames(out)
+    with Image.open(clamped) as image:
+        assert (np.asarray(image) == 255).sum() > (saved == 255).sum()  # clamping saturates
+    with pytest.raises(ValueError, match="stretch"):
+        FramesWriter(output_dir=tmp_path, stretch="none")
+
+
+def test_raw_frames_must_match_frames():
+    out = outputs(n=2, size=4)
+    assert torch.equal(out.unclamped(1), out.frames[1])  # no raw output: the frames themselves
+    with pytest.raises(ValueError, match="raw_frames"):
+        GeneratedFrames(sample_ids=out.sample_ids, frames=out.frames, image_1=out.image_1,
+                        image_0=out.image_0, texts=out.texts, raw_frames=out.frames[:1])

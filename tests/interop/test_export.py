@@ -45,7 +45,7 @@ def trained(cls, pretrained, **kwargs):
 def generate_with_ema(module, batch):
     module.on_test_epoch_start()
     try:
-        return module.generate(batch)
+        return module.generate(batch).clamp(0, 1)  # pipelines clamp, as the test step does
     finally:
         module.on_test_epoch_end()
 

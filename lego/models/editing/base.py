@@ -27,15 +27,18 @@ class ActionFrameGenerator(LightningModule, ABC):
             batch: A batch from an EgoGen DataModule.
 
         Returns:
-            ``B x 3 x H x W`` frames in [0, 1].
+            ``B x 3 x H x W`` frames on the [0, 1] scale. They may leave [0, 1] (a decoder's
+            ``(x + 1) / 2`` is not clamped): the shared steps clamp them for writers and metrics
+            and keep the raw values for the ``official`` protocol's min-max stretch.
         """
 
     def _outputs(self, batch: EgoBatch) -> GeneratedFrames:
-        frames = self.generate(batch).float().clamp(0.0, 1.0)
+        raw = self.generate(batch).float()
         target = batch.target_frames
         return GeneratedFrames(
             sample_ids=list(batch.sample_ids),
-            frames=frames,
+            frames=raw.clamp(0.0, 1.0),
+            raw_frames=raw,
             image_1=list(batch.image_1),
             image_0=list(batch.image_0),
             texts=list(batch.texts),

@@ -502,7 +502,7 @@ class LegoDiffusionModule(ActionFrameGenerator):
             batch: A batch (target frames not needed).
 
         Returns:
-            ``B x 3 x H x W`` frames in [0, 1].
+            ``B x 3 x H x W`` frames, ``(x + 1) / 2`` of the decoder output, not clamped.
         """
         self._check_batch(batch, need_target=False)
         size = len(batch)
@@ -528,7 +528,7 @@ class LegoDiffusionModule(ActionFrameGenerator):
         )
         latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
         image = self.vae.decode(latents).sample
-        return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        return (image.float() + 1.0) / 2.0
 
     # ------------------------------------------------------------------------------- export
     def export_pipeline(self, out_dir: Path) -> Path:

@@ -106,8 +106,12 @@ def test_sampling_is_per_sample_deterministic(synthego_backbone):
     frames_pair = module.generate(pair)
     frames_alone = module.generate(alone)
     assert frames_pair.shape == (2, 3, 32, 32)
-    assert frames_pair.min() >= 0 and frames_pair.max() <= 1
+    assert torch.isfinite(frames_pair).all()  # raw (x + 1) / 2: the steps clamp, not generate
     torch.testing.assert_close(frames_pair[1:], frames_alone, atol=1e-4, rtol=0)  # << 1/255
+    outputs = module.test_step(pair, 0)
+    assert outputs.frames.min() >= 0 and outputs.frames.max() <= 1
+    torch.testing.assert_close(outputs.raw_frames, frames_pair)
+    torch.testing.assert_close(outputs.frames, frames_pair.clamp(0, 1))
     module.seed = 8
     assert not torch.allclose(module.generate(alone), frames_alone)
 
