@@ -5,8 +5,16 @@ Same tiny SynthEgo backbone (pixel-unshuffle autoencoder, (32, 64) UNet), batch 
 included) and of a hand-written loop (encode, noise, dropout, UNet, MSE, AdamW; no EMA), their
 ratio (goal >= 0.95), the time per step with and without the latent / prompt caches, and peak
 RSS. Run manually: ``OMP_NUM_THREADS=1 python benchmarks/diffusion_training.py``.
+
+``--preset sd15`` (for a GPU: ``--accelerator gpu --precision bf16-mixed``) instead builds random
+weights with Stable Diffusion 1.5's shapes (860 M UNet, ``AutoencoderKL``, CLIP ViT-L/14 text
+encoder) at 256 px, the paper's resolution, and reports the time per sample without caches, with
+the prompt cache, and with prompt and latent caches (goal: latent cache <= 0.55x), plus peak GPU
+memory. The latent cache is warm after the first epoch, as it is from the second epoch of a run.
 """
 
+import argparse
+import gc
 import resource
 import sys
 import tempfile
@@ -26,6 +34,26 @@ from lego.synthego import vocabulary  # noqa: E402
 from lego.tools.bootstrap import write_diffusion_backbone  # noqa: E402
 
 BATCH, SIZE, STEPS, WARMUP = 32, 64, 30, 5
+SD15_UNET = {
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+}
+SD15_VAE = {
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "sample_size": 256,
+    "scaling_factor": 0.18215,
+}
 SAMPLER = "DPMSolverMultistepScheduler"
 TEXTS = ["pick up the red cup", "push the blue box", "open the green box", "cut the bread"]
 
@@ -57,18 +85,39 @@ def loader() -> DataLoader:
     return DataLoader(Pairs(BATCH * 4), batch_size=BATCH, collate_fn=EgoBatch.collate)
 
 
-def lightning_seconds_per_step(root: Path, **kwargs) -> float:
+def write_sd15_backbone(root: Path) -> Path:
+    """Random weights with Stable Diffusion 1.5's UNet, autoencoder and text-encoder shapes."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    write_diffusion_backbone(root, vocabulary(), resolution=SIZE)  # tokenizer + scheduler
+    vocab = len(CLIPTokenizer.from_pretrained(root / "tokenizer"))
+    UNet2DConditionModel.from_config(SD15_UNET).save_pretrained(root / "unet")
+    AutoencoderKL.from_config(SD15_VAE).save_pretrained(root / "vae")
+    config = CLIPTextConfig(vocab_size=vocab, hidden_size=768, intermediate_size=3072,
+                            num_hidden_layers=12, num_attention_heads=12,
+                            max_position_embeddings=77, projection_dim=768)
+    CLIPTextModel(config).save_pretrained(root / "text_encoder")
+    return root
+
+
+def lightning_seconds_per_step(root: Path, accelerator: str = "cpu", precision: str = "32-true",
+                               prediction_type: str = "sample", **kwargs) -> float:
     module = InstructPix2PixModule(
-        pretrained=str(root), prediction_type="sample", ema_decay=0.999, sampler=SAMPLER, **kwargs
+        pretrained=str(root), prediction_type=prediction_type, ema_decay=0.999, sampler=SAMPLER,
+        **kwargs
     )
     times = []
 
     class Clock(L.Callback):
         def on_train_batch_start(self, *args) -> None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             times.append(time.perf_counter())
 
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
+        precision=precision,
         max_steps=STEPS + WARMUP,
         logger=False,
         enable_checkpointing=False,
@@ -79,6 +128,10 @@ def lightning_seconds_per_step(root: Path, **kwargs) -> float:
         limit_val_batches=0,
     )
     trainer.fit(module, train_dataloaders=loader())
+    del trainer, module
+    gc.collect()  # the next run must not share memory with this one
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return (times[-1] - times[WARMUP]) / (len(times) - 1 - WARMUP)
 
 
@@ -127,7 +180,45 @@ def plain_seconds_per_step(root: Path) -> float:
     return (times[-1] - times[WARMUP]) / STEPS
 
 
+def sd15(accelerator: str, precision: str, batch: int = 16, size: int = 256) -> None:
+    global BATCH, SIZE
+    BATCH, SIZE = batch, size
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_sd15_backbone(Path(tmp))
+        run = {"accelerator": accelerator, "precision": precision, "prediction_type": "epsilon"}
+        plain = lightning_seconds_per_step(root, **run)
+        text = lightning_seconds_per_step(root, text_cache_size=1000, **run)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        both = lightning_seconds_per_step(root, text_cache_size=1000, latent_cache_size=1000,
+                                          **run)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    write(
+        f"diffusion_training_sd15_{precision}",
+        {
+            "setup": f"SD 1.5 shapes (random weights), batch {BATCH}, {SIZE}x{SIZE} px, "
+                     f"{precision}, EMA on, epsilon prediction",
+            "ms_per_sample_no_cache": round(plain / BATCH * 1000, 2),
+            "ms_per_sample_text_cache": round(text / BATCH * 1000, 2),
+            "ms_per_sample_text_and_latent_cache": round(both / BATCH * 1000, 2),
+            "latent_cache_ratio": round(both / text, 3),
+            "both_caches_ratio": round(both / plain, 3),
+            "goal": "latent cache <= 0.55x",
+            "peak_gpu_memory_gib_with_caches": round(peak, 2) if peak is not None else None,
+        },
+    )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=["synthego", "sd15"], default="synthego")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--precision", default="32-true")
+    args = parser.parse_args()
+    if args.preset == "sd15":
+        sd15(args.accelerator, args.precision)
+        return
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = write_diffusion_backbone(Path(tmp), vocabulary(), resolution=SIZE)
