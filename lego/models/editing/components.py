@@ -256,16 +256,20 @@ def check_sampler(name: str, config: Any, options: dict[str, Any] | None = None)
         ValueError: If the class is unknown or does not support the prediction type (e.g.
             ``EulerAncestralDiscreteScheduler`` with ``sample``).
     """
-    scheduler = make_sampling_scheduler(name, config, options)
-    scheduler.set_timesteps(2)
-    sample = torch.zeros(1, 1, 2, 2)
-    try:
-        scheduler.step(sample, scheduler.timesteps[0], sample)
-    except NotImplementedError as err:
-        raise ValueError(
-            f"sampler {name} cannot sample a model with prediction_type="
-            f"{config.get('prediction_type')!r} ({err}); choose e.g. DPMSolverMultistepScheduler"
-        ) from err
+    # On the CPU whatever the default device: Lightning builds models under the accelerator's
+    # device context, and some schedulers convert their timesteps to numpy.
+    with torch.device("cpu"):
+        scheduler = make_sampling_scheduler(name, config, options)
+        scheduler.set_timesteps(2)
+        sample = torch.zeros(1, 1, 2, 2)
+        try:
+            scheduler.step(sample, scheduler.timesteps[0], sample)
+        except NotImplementedError as err:
+            raise ValueError(
+                f"sampler {name} cannot sample a model with prediction_type="
+                f"{config.get('prediction_type')!r} ({err}); choose e.g. "
+                "DPMSolverMultistepScheduler"
+            ) from err
 
 
 @dataclass

@@ -126,3 +126,16 @@ def test_sampler_that_cannot_handle_the_prediction_type_fails_early(kl_backbone)
     ):
         check_sampler("EulerAncestralDiscreteScheduler", parts.noise_scheduler.config)
     check_sampler("DPMSolverMultistepScheduler", parts.noise_scheduler.config)
+
+
+def test_sampler_check_runs_under_an_accelerator_default_device():
+    # Lightning calls configure_model under the accelerator's default device; DPM-Solver turns
+    # its timesteps into numpy, which fails off the CPU (here: the meta device stands in).
+    from diffusers import DDPMScheduler
+
+    config = DDPMScheduler(beta_schedule="scaled_linear", prediction_type="sample").config
+    torch.set_default_device("meta")
+    try:
+        check_sampler("DPMSolverMultistepScheduler", config)
+    finally:
+        torch.set_default_device(None)
