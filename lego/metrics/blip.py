@@ -16,6 +16,12 @@ from PIL import Image
 from torch import Tensor
 from transformers import AutoProcessor, AutoTokenizer, BlipForConditionalGeneration
 
+from lego.metrics.convert import (
+    blip_from_original,
+    blip_processor,
+    blip_tokenizer,
+    is_original_checkpoint,
+)
 from lego.metrics.egovlp.build import build_egovlp
 from lego.metrics.mean import MeanScore
 
@@ -28,7 +34,8 @@ class BLIPCaptionSimilarity(MeanScore):
     Args:
         blip_dir: A transformers BLIP captioning directory (``Salesforce/blip-image-captioning-
             base`` for BLIP-B, ``-large`` for BLIP-L; the HF conversions of the paper's
-            ``model_base_caption_capfilt_large.pth`` / ``model_large_caption.pth``).
+            weights), or the paper's original file itself (``model_base_caption_capfilt_large.pth``
+            / ``model_large_caption.pth``, converted on load by :mod:`lego.metrics.convert`).
         egovlp_checkpoint: The dataset's EgoVLP checkpoint (its text branch embeds the texts).
         tokenizer_dir: DistilBERT tokenizer directory (``distilbert-base-uncased``).
         num_frames: Frames of the EgoVLP model (4 Ego4D, 16 Epic-Kitchens; text is unaffected).
@@ -37,6 +44,8 @@ class BLIPCaptionSimilarity(MeanScore):
         max_length: Maximum caption length in tokens (prompt included).
         min_length: Minimum caption length in tokens.
         scale: Multiplier of the result.
+        blip_tokenizer_dir: For an original BLIP file: the ``bert-base-uncased`` tokenizer
+            directory (default ``tokenizer_dir``: DistilBERT's uncased vocabulary is BERT's).
         kwargs: Passed to :class:`torchmetrics.Metric`.
     """
 
@@ -53,6 +62,7 @@ class BLIPCaptionSimilarity(MeanScore):
         max_length: int = 20,
         min_length: int = 5,
         scale: float = 100.0,
+        blip_tokenizer_dir: Path | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scale=scale, **kwargs)
@@ -60,8 +70,14 @@ class BLIPCaptionSimilarity(MeanScore):
         self.num_beams = num_beams
         self.max_length = max_length
         self.min_length = min_length
-        self.processor = AutoProcessor.from_pretrained(str(blip_dir))
-        self.blip = BlipForConditionalGeneration.from_pretrained(str(blip_dir))
+        if is_original_checkpoint(blip_dir):
+            tokenizer = blip_tokenizer(blip_tokenizer_dir or tokenizer_dir)
+            self.blip = blip_from_original(blip_dir, tokenizer)
+            self.processor = blip_processor(tokenizer,
+                                            int(self.blip.config.vision_config.image_size))
+        else:
+            self.processor = AutoProcessor.from_pretrained(str(blip_dir))
+            self.blip = BlipForConditionalGeneration.from_pretrained(str(blip_dir))
         self.blip.eval().requires_grad_(False)
         self.egovlp = build_egovlp(Path(egovlp_checkpoint), num_frames,
                                    Path(tokenizer_dir) if tokenizer_dir else None)

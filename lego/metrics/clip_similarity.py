@@ -12,6 +12,7 @@ from torch import Tensor
 from transformers import AutoConfig, CLIPConfig, CLIPVisionModelWithProjection
 from transformers.utils import logging as hf_logging
 
+from lego.metrics.convert import clip_vision_from_original, is_original_checkpoint
 from lego.metrics.mean import MeanScore
 
 #: OpenAI CLIP normalisation (used when the model directory has no preprocessor config).
@@ -35,10 +36,13 @@ class CLIPImageSimilarity(MeanScore):
 
     Raises:
         RuntimeError: If the directory lacks any weight of the vision tower or its projection.
+        lego.metrics.convert.CheckpointConversionError: If an original file does not convert
+            (unmapped or missing keys, named with the file).
 
     Args:
-        model_dir: A transformers CLIP model directory (``openai/clip-vit-large-patch14``), or a
-            hub id when the network is available.
+        model_dir: A transformers CLIP model directory (``openai/clip-vit-large-patch14``), a
+            hub id when the network is available, or OpenAI's original ``ViT-L-14.pt`` (or a
+            state dict file with its keys), converted on load by :mod:`lego.metrics.convert`.
         scale: Multiplier of the result (100: the paper's tables).
         kwargs: Passed to :class:`torchmetrics.Metric`.
     """
@@ -47,6 +51,9 @@ class CLIPImageSimilarity(MeanScore):
 
     def __init__(self, model_dir: Path | str, scale: float = 100.0, **kwargs: Any) -> None:
         super().__init__(scale=scale, **kwargs)
+        if is_original_checkpoint(model_dir):
+            self._setup(clip_vision_from_original(model_dir), CLIP_MEAN, CLIP_STD)
+            return
         config = AutoConfig.from_pretrained(str(model_dir))
         if isinstance(config, CLIPConfig):  # a full CLIP checkpoint (the hub's layout)
             vision = config.vision_config
@@ -63,9 +70,12 @@ class CLIPImageSimilarity(MeanScore):
         if info.get("missing_keys"):
             missing = sorted(info["missing_keys"])
             raise RuntimeError(f"{model_dir}: CLIP vision weights missing: {missing[:5]}")
+        self._setup(model, *_normalisation(Path(model_dir)))
+
+    def _setup(self, model: CLIPVisionModelWithProjection, mean: tuple[float, ...],
+               std: tuple[float, ...]) -> None:
         self.model = model.eval().requires_grad_(False)
         self.image_size = int(self.model.config.image_size)
-        mean, std = _normalisation(Path(model_dir))
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 

@@ -3,7 +3,9 @@
 The directory may follow the release layout of ``bolinlai/LEGO-Metrics`` / the paper's repo
 (``egovlp/pretrained/egovlp.pth``, ``metrics/egovlp/pretrained/...``), or simply hold the
 original files side by side. Each weight has a canonical file name (the original source's) and
-is found at any of a few standard places under the directory, or anywhere below it.
+is found at any of a few standard places under the directory, or anywhere below it. CLIP and the
+BLIP captioners are accepted in two forms: a transformers model directory or the paper's original
+checkpoint file (converted on load); the directory is preferred when both are present.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class WeightSpec:
         hub_repo: Hugging Face repository to download it from (a model repo for directories;
             for files, a repo searched for a file of this name).
         url: Direct download URL of a file.
+        original: For a model directory: the original checkpoint file accepted instead of it
+            (the paper's release; converted on load by :mod:`lego.metrics.convert`).
     """
 
     key: str
@@ -54,6 +58,7 @@ class WeightSpec:
     aliases: tuple[str, ...] = ()
     hub_repo: str | None = None
     url: str | None = None
+    original: str | None = None
 
 
 WEIGHTS: dict[str, WeightSpec] = {
@@ -69,9 +74,10 @@ WEIGHTS: dict[str, WeightSpec] = {
                    "HF distilbert-base-uncased (tokenizer + config for the EgoVLP text branch)",
                    ("models--distilbert-base-uncased",), hub_repo="distilbert-base-uncased"),
         WeightSpec("clip", "clip-vit-large-patch14", True,
-                   "HF openai/clip-vit-large-patch14 (transformers layout)",
+                   "HF openai/clip-vit-large-patch14 (transformers layout), or OpenAI clip's "
+                   "ViT-L-14.pt",
                    ("models--openai--clip-vit-large-patch14",),
-                   hub_repo="openai/clip-vit-large-patch14"),
+                   hub_repo="openai/clip-vit-large-patch14", original="ViT-L-14.pt"),
         WeightSpec("inception", "pt_inception-2015-12-05-6726825d.pth", False,
                    "pytorch-fid release (mseitzer/pytorch-fid)",
                    url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -83,13 +89,17 @@ WEIGHTS: dict[str, WeightSpec] = {
         WeightSpec("squeeze", "squeezenet1_1-b8a52dc0.pth", False, "torchvision ImageNet weights",
                    url="https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"),
         WeightSpec("blip_base", "blip-image-captioning-base", True,
-                   "HF Salesforce/blip-image-captioning-base (transformers layout)",
+                   "HF Salesforce/blip-image-captioning-base (transformers layout), or "
+                   "model_base_caption_capfilt_large.pth of HF bolinlai/LEGO-Metrics",
                    ("models--Salesforce--blip-image-captioning-base",),
-                   hub_repo="Salesforce/blip-image-captioning-base"),
+                   hub_repo="Salesforce/blip-image-captioning-base",
+                   original="model_base_caption_capfilt_large.pth"),
         WeightSpec("blip_large", "blip-image-captioning-large", True,
-                   "HF Salesforce/blip-image-captioning-large (transformers layout)",
+                   "HF Salesforce/blip-image-captioning-large (transformers layout), or "
+                   "model_large_caption.pth of HF bolinlai/LEGO-Metrics",
                    ("models--Salesforce--blip-image-captioning-large",),
-                   hub_repo="Salesforce/blip-image-captioning-large"),
+                   hub_repo="Salesforce/blip-image-captioning-large",
+                   original="model_large_caption.pth"),
     )
 }
 
@@ -110,8 +120,31 @@ def _model_dir(path: Path) -> Path | None:
     return None
 
 
+def _find(root: Path, names: tuple[str, ...], is_dir: bool) -> Path | None:
+    for folder in SEARCH_FOLDERS:
+        for name in names:
+            candidate = root / folder / name
+            if is_dir and candidate.is_dir():
+                found = _model_dir(candidate)
+                if found is not None:
+                    return found
+            elif not is_dir and candidate.is_file():
+                return candidate
+    for name in names:
+        for candidate in sorted(root.rglob(name)):
+            if is_dir and candidate.is_dir():
+                found = _model_dir(candidate)
+                if found is not None:
+                    return found
+            elif not is_dir and candidate.is_file():
+                return candidate
+    return None
+
+
 def find_weight(weights_dir: Path | None, key: str) -> Path | None:
     """Find a weight file or model directory inside ``weights_dir``.
+
+    A model directory is looked for first; failing that, the spec's original checkpoint file.
 
     Args:
         weights_dir: The user's metric-weights directory (None: nothing is found).
@@ -126,25 +159,30 @@ def find_weight(weights_dir: Path | None, key: str) -> Path | None:
     if not root.is_dir():
         return None
     spec = WEIGHTS[key]
-    names = (spec.name, *spec.aliases)
-    for folder in SEARCH_FOLDERS:
-        for name in names:
-            candidate = root / folder / name
-            if spec.is_dir and candidate.is_dir():
-                found = _model_dir(candidate)
-                if found is not None:
-                    return found
-            elif not spec.is_dir and candidate.is_file():
-                return candidate
-    for name in names:
-        for candidate in sorted(root.rglob(name)):
-            if spec.is_dir and candidate.is_dir():
-                found = _model_dir(candidate)
-                if found is not None:
-                    return found
-            elif not spec.is_dir and candidate.is_file():
-                return candidate
-    return None
+    found = _find(root, (spec.name, *spec.aliases), spec.is_dir)
+    if found is None and spec.original:
+        found = _find(root, (spec.original,), False)
+    return found
+
+
+def weight_form(path: Path) -> str:
+    """``"transformers dir"``, ``"original file"`` (a model's original checkpoint) or ``"file"``."""
+    if path.is_dir():
+        return "transformers dir"
+    if any(spec.original == path.name for spec in WEIGHTS.values()):
+        return "original file"
+    return "file"
+
+
+def missing_message(weights_dir: Path | None, key: str) -> str:
+    """What to put where for an absent weight (both accepted forms where there are two)."""
+    spec = WEIGHTS[key]
+    kind = "model directory" if spec.is_dir else "file"
+    where = weights_dir if weights_dir is not None else "<no --weights directory given>"
+    message = f"missing {kind} {spec.name!r}: put it at {where}/{spec.name}"
+    if spec.original:
+        message += f" or the original file at {where}/{spec.original}"
+    return message + f" (source: {spec.url or spec.source})"
 
 
 def require_weight(weights_dir: Path | None, key: str) -> Path:
@@ -162,11 +200,5 @@ def require_weight(weights_dir: Path | None, key: str) -> Path:
     """
     found = find_weight(weights_dir, key)
     if found is None:
-        spec = WEIGHTS[key]
-        kind = "model directory" if spec.is_dir else "file"
-        where = weights_dir if weights_dir is not None else "<no --weights directory given>"
-        raise MissingWeightsError(
-            f"missing {kind} {spec.name!r}: put it at {where}/{spec.name} "
-            f"(source: {spec.url or spec.source})"
-        )
+        raise MissingWeightsError(missing_message(weights_dir, key))
     return found

@@ -2,8 +2,10 @@
 
 Every metric loads its weights from one local directory (``--dir``), in the layout of the paper's
 ``bolinlai/LEGO-Metrics`` release or with the original files side by side. Without
-``--download`` this command only reports, for each weight, where it was found or exactly which
-file or model directory is missing and where to put it.
+``--download`` this command only reports, for each weight, where it was found (and in which form:
+a transformers directory or the paper's original checkpoint file) or exactly which file or model
+directory is missing and where to put it. ``--convert`` writes each original CLIP / BLIP file
+found as a transformers directory once, so later runs load it without converting.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lego.metrics.weights import WEIGHTS, WeightSpec, find_weight
+from lego.metrics.weights import WEIGHTS, WeightSpec, find_weight, weight_form
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +24,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="weights to check or download (default: all)")
     parser.add_argument("--download", action="store_true",
                         help="download missing weights (Hugging Face hub / direct URLs)")
+    parser.add_argument("--convert", action="store_true",
+                        help="write original CLIP / BLIP checkpoints found as transformers "
+                        "directories (BLIP takes the tokenizer from distilbert-base-uncased/)")
 
 
 def download(spec: WeightSpec, root: Path) -> Path:
@@ -63,6 +68,36 @@ def download(spec: WeightSpec, root: Path) -> Path:
     raise RuntimeError("no download source known")
 
 
+def convert(key: str, found: Path, root: Path) -> Path:
+    """Write the original checkpoint ``found`` of weight ``key`` as ``<root>/<spec.name>``.
+
+    Args:
+        key: ``clip``, ``blip_base`` or ``blip_large``.
+        found: The original file.
+        root: The metric-weights directory.
+
+    Returns:
+        The written directory.
+
+    Raises:
+        RuntimeError: If BLIP's tokenizer directory is absent or the conversion fails.
+    """
+    from lego.metrics.convert import CheckpointConversionError, convert_to_dir
+
+    spec = WEIGHTS[key]
+    kind = "blip" if key.startswith("blip") else "clip"
+    tokenizer = None
+    if kind == "blip":
+        tokenizer = find_weight(root, "distilbert")
+        if tokenizer is None:
+            raise RuntimeError("BLIP needs the uncased BERT vocabulary: put "
+                               f"distilbert-base-uncased/ at {root / 'distilbert-base-uncased'}")
+    try:
+        return convert_to_dir(kind, found, root / spec.name, tokenizer)
+    except CheckpointConversionError as err:
+        raise RuntimeError(str(err)) from err
+
+
 def run(args: argparse.Namespace) -> int:
     """Report each weight's status; download missing ones with ``--download``.
 
@@ -82,12 +117,19 @@ def run(args: argparse.Namespace) -> int:
                 found = find_weight(root, key)
             except RuntimeError as err:
                 print(f"{key}: download failed ({err})", file=sys.stderr)
+        if found is not None and args.convert and weight_form(found) == "original file":
+            try:
+                found = convert(key, found, root)
+                print(f"{key}: converted to {found}", file=sys.stderr)
+            except RuntimeError as err:
+                print(f"{key}: conversion failed ({err})", file=sys.stderr)
         if found is not None:
-            print(f"{key:<13} ok       {found}")
+            print(f"{key:<13} ok       {found} [{weight_form(found)}]")
             continue
         missing += 1
         kind = "model directory" if spec.is_dir else "file"
-        print(f"{key:<13} MISSING  {kind} {spec.name}: put it at {root / spec.name} "
+        alternative = f" or the original file {root / spec.original}" if spec.original else ""
+        print(f"{key:<13} MISSING  {kind} {spec.name}: put it at {root / spec.name}{alternative} "
               f"(source: {spec.url or spec.source})")
     if missing:
         print(f"\n{missing} of {len(keys)} weights missing; metrics needing them are skipped.",
