@@ -102,10 +102,11 @@ def write_sd15_backbone(root: Path) -> Path:
 
 
 def lightning_seconds_per_step(root: Path, accelerator: str = "cpu", precision: str = "32-true",
-                               prediction_type: str = "sample", **kwargs) -> float:
+                               prediction_type: str = "sample", ema_decay: float | None = 0.999,
+                               **kwargs) -> float:
     module = InstructPix2PixModule(
-        pretrained=str(root), prediction_type=prediction_type, ema_decay=0.999, sampler=SAMPLER,
-        **kwargs
+        pretrained=str(root), prediction_type=prediction_type, ema_decay=ema_decay,
+        sampler=SAMPLER, **kwargs
     )
     times = []
 
@@ -180,13 +181,15 @@ def plain_seconds_per_step(root: Path) -> float:
     return (times[-1] - times[WARMUP]) / STEPS
 
 
-def sd15(accelerator: str, precision: str, batch: int = 16, size: int = 256) -> None:
+def sd15(accelerator: str, precision: str, batch: int = 16, size: int = 256,
+         ema: bool = True) -> None:
     global BATCH, SIZE
     BATCH, SIZE = batch, size
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = write_sd15_backbone(Path(tmp))
-        run = {"accelerator": accelerator, "precision": precision, "prediction_type": "epsilon"}
+        run = {"accelerator": accelerator, "precision": precision, "prediction_type": "epsilon",
+               "ema_decay": 0.9999 if ema else None}
         plain = lightning_seconds_per_step(root, **run)
         text = lightning_seconds_per_step(root, text_cache_size=1000, **run)
         if torch.cuda.is_available():
@@ -198,7 +201,7 @@ def sd15(accelerator: str, precision: str, batch: int = 16, size: int = 256) -> 
         f"diffusion_training_sd15_{precision}",
         {
             "setup": f"SD 1.5 shapes (random weights), batch {BATCH}, {SIZE}x{SIZE} px, "
-                     f"{precision}, EMA on, epsilon prediction",
+                     f"{precision}, EMA {'on' if ema else 'off'}, epsilon prediction",
             "ms_per_sample_no_cache": round(plain / BATCH * 1000, 2),
             "ms_per_sample_text_cache": round(text / BATCH * 1000, 2),
             "ms_per_sample_text_and_latent_cache": round(both / BATCH * 1000, 2),
@@ -215,9 +218,14 @@ def main() -> None:
     parser.add_argument("--preset", choices=["synthego", "sd15"], default="synthego")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--batch", type=int, default=16, help="sd15 preset: batch size")
+    parser.add_argument("--steps", type=int, default=STEPS, help="timed steps")
+    parser.add_argument("--no-ema", action="store_true", help="sd15 preset: EMA off (less memory)")
     args = parser.parse_args()
     if args.preset == "sd15":
-        sd15(args.accelerator, args.precision)
+        global STEPS
+        STEPS = args.steps
+        sd15(args.accelerator, args.precision, batch=args.batch, ema=not args.no_ema)
         return
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,8 +13,18 @@ from lego.models.editing import InstructPix2PixModule, LegoDiffusionModule
 from tests.models.editing.editing_helpers import RandomFeatureReader
 
 
-def tiny_config(shipped: str, backbone: Path, data_root: Path, tmp_path: Path) -> Path:
-    """The shipped SynthEgo config, shrunk to a few CPU seconds (tiny model, tmp outputs)."""
+def tiny_config(
+    shipped: str,
+    backbone: Path,
+    data_root: Path,
+    tmp_path: Path,
+    features: Path | None = None,
+    features_dim: int | None = None,
+) -> Path:
+    """The shipped SynthEgo config, shrunk to a few CPU seconds (tiny model, tmp outputs).
+
+    Without ``features`` the VLM conditioning is off (``vlm_dim: null``).
+    """
     config = yaml.safe_load(Path(shipped).read_text())
     trainer = config["trainer"]
     trainer.update(
@@ -34,6 +44,15 @@ def tiny_config(shipped: str, backbone: Path, data_root: Path, tmp_path: Path) -
             callback["init_args"]["output_dir"] = str(tmp_path / "metrics")
     config["model"]["init_args"].update(pretrained=str(backbone), num_inference_steps=3)
     config["data"]["init_args"].update(root=str(data_root), resolution=32, batch_size=8)
+    lego = config["model"]["class_path"] == "LegoDiffusionModule"
+    if features is None:  # the shipped LEGO config reads the describe stage's cache: turn it off
+        config["data"]["init_args"].pop("features", None)
+        config["data"]["init_args"].pop("vlm_dim", None)
+        if lego:
+            config["model"]["init_args"]["vlm_dim"] = None
+    else:
+        config["data"]["init_args"].update(features=str(features), vlm_dim=features_dim)
+        config["model"]["init_args"]["vlm_dim"] = features_dim
     path = tmp_path / Path(shipped).name
     path.write_text(yaml.safe_dump(config))
     return path
@@ -113,3 +132,51 @@ def test_mismatched_features_fail_before_training(synthego_backbone, synthego_ro
     cli.datamodule.feature_reader = RandomFeatureReader(24)
     with pytest.raises(ValueError, match=r"vlm_image has width 24 but .*vlm_dim=16"):
         cli.trainer.fit(cli.model, cli.datamodule)
+
+
+def test_describe_stage_feeds_lego_through_the_shipped_configs(
+    synthego_backbone, synthego_root, tmp_path
+):
+    """Stages 1-3 chained by the shipped SynthEgo YAMLs: instruct -> describe -> LEGO fit/test."""
+    from lego.models.instruct.bootstrap import write_synthego_vlm
+
+    vlm = write_synthego_vlm(tmp_path / "vlm", image_size=32, patch_size=8, vision_hidden=32,
+                             text_hidden=64, heads=4)
+    data = {"root": str(synthego_root), "resolution": 32, "batch_size": 8}
+
+    instruct = yaml.safe_load(Path("configs/synthego/instruct.yaml").read_text())
+    instruct["trainer"].update(max_steps=2, limit_val_batches=0, enable_progress_bar=False,
+                               logger=False, enable_checkpointing=False, callbacks=[])
+    instruct["model"]["init_args"].update(model_name_or_path=str(vlm),
+                                          export_dir=str(tmp_path / "instruct"))
+    instruct["data"]["init_args"].update(data)
+    (tmp_path / "instruct.yaml").write_text(yaml.safe_dump(instruct))
+    main(["fit", "--config", str(tmp_path / "instruct.yaml")])
+
+    describe = yaml.safe_load(Path("configs/synthego/describe.yaml").read_text())
+    describe["trainer"]["enable_progress_bar"] = False
+    describe["trainer"]["callbacks"][0]["init_args"].update(
+        cache_root=str(tmp_path / "features"), records_dir=str(tmp_path / "features" / "records")
+    )
+    describe["model"]["init_args"].update(
+        model_name_or_path=str(tmp_path / "instruct" / "model"), max_new_tokens=6
+    )
+    describe["data"]["init_args"].update(data)
+    (tmp_path / "describe.yaml").write_text(yaml.safe_dump(describe))
+    for split in ("train", "val"):
+        main(["predict", "--config", str(tmp_path / "describe.yaml"),
+              f"--data.init_args.predict_split={split}"])
+    assert (tmp_path / "features" / "records" / "synthego_val.json").is_file()
+
+    config = tiny_config("configs/synthego/lego.yaml", synthego_backbone, synthego_root, tmp_path,
+                         features=tmp_path / "features", features_dim=64)
+    cli = LegoCLI(args=["--config", str(config)], run=False)
+    cli.datamodule.setup("fit")
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    assert batch.vlm_image.shape == (8, 16, 64) and batch.vlm_text.shape == (8, 77, 64)
+    main(["fit", "--config", str(config)])
+    (ckpt,) = sorted((tmp_path / "logs").rglob("last.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert state["vlm_conditioner.projection_img.weight"].shape[1] == 64
+    main(["test", "--config", str(config), "--ckpt_path", str(ckpt)])
+    assert len(list((tmp_path / "frames").rglob("*.png"))) == 8
