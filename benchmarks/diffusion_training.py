@@ -30,30 +30,11 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from lego.batch import EgoBatch, EgoSample  # noqa: E402
 from lego.models.editing import InstructPix2PixModule  # noqa: E402
+from lego.models.editing.sd15 import SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE  # noqa: E402
 from lego.synthego import vocabulary  # noqa: E402
 from lego.tools.bootstrap import write_diffusion_backbone  # noqa: E402
 
 BATCH, SIZE, STEPS, WARMUP = 32, 64, 30, 5
-SD15_UNET = {
-    "sample_size": 32,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "layers_per_block": 2,
-    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-}
-SD15_VAE = {
-    "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "latent_channels": 4,
-    "layers_per_block": 2,
-    "sample_size": 256,
-    "scaling_factor": 0.18215,
-}
 SAMPLER = "DPMSolverMultistepScheduler"
 TEXTS = ["pick up the red cup", "push the blue box", "open the green box", "cut the bread"]
 
@@ -92,11 +73,10 @@ def write_sd15_backbone(root: Path) -> Path:
 
     write_diffusion_backbone(root, vocabulary(), resolution=SIZE)  # tokenizer + scheduler
     vocab = len(CLIPTokenizer.from_pretrained(root / "tokenizer"))
-    UNet2DConditionModel.from_config(SD15_UNET).save_pretrained(root / "unet")
-    AutoencoderKL.from_config(SD15_VAE).save_pretrained(root / "vae")
-    config = CLIPTextConfig(vocab_size=vocab, hidden_size=768, intermediate_size=3072,
-                            num_hidden_layers=12, num_attention_heads=12,
-                            max_position_embeddings=77, projection_dim=768)
+    unet = {**SD15_UNET, "sample_size": SIZE // 8}
+    UNet2DConditionModel.from_config(unet).save_pretrained(root / "unet")
+    AutoencoderKL.from_config({**SD15_VAE, "sample_size": SIZE}).save_pretrained(root / "vae")
+    config = CLIPTextConfig(vocab_size=vocab, **SD15_TEXT_ENCODER)
     CLIPTextModel(config).save_pretrained(root / "text_encoder")
     return root
 

@@ -10,6 +10,7 @@ checkpoint file (converted on load); the directory is preferred when both are pr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,24 +121,23 @@ def _model_dir(path: Path) -> Path | None:
     return None
 
 
-def _find(root: Path, names: tuple[str, ...], is_dir: bool) -> Path | None:
+def _candidates(root: Path, names: tuple[str, ...]) -> Iterator[Path]:
+    """The standard places first, then anywhere below ``root``."""
     for folder in SEARCH_FOLDERS:
         for name in names:
-            candidate = root / folder / name
-            if is_dir and candidate.is_dir():
-                found = _model_dir(candidate)
-                if found is not None:
-                    return found
-            elif not is_dir and candidate.is_file():
-                return candidate
+            yield root / folder / name
     for name in names:
-        for candidate in sorted(root.rglob(name)):
-            if is_dir and candidate.is_dir():
-                found = _model_dir(candidate)
-                if found is not None:
-                    return found
-            elif not is_dir and candidate.is_file():
-                return candidate
+        yield from sorted(root.rglob(name))
+
+
+def _find(root: Path, names: tuple[str, ...], is_dir: bool) -> Path | None:
+    for candidate in _candidates(root, names):
+        if is_dir and candidate.is_dir():
+            found = _model_dir(candidate)
+            if found is not None:
+                return found
+        elif not is_dir and candidate.is_file():
+            return candidate
     return None
 
 

@@ -10,18 +10,7 @@ from lego.models.editing.conditioning import (
     conditioning_dropout_masks,
 )
 from lego.models.editing.guidance import combine_guidance, sample_generators, sample_seed
-
-SD15_UNET = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "layers_per_block": 2,
-    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-}
+from lego.models.editing.sd15 import SD15_UNET
 
 
 def test_dropout_rates_match_five_five_five():
