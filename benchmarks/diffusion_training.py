@@ -194,18 +194,20 @@ def sd15(accelerator: str, precision: str, batch: int = 16, size: int = 256,
 
 
 def main() -> None:
+    global STEPS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=["synthego", "sd15"], default="synthego")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--batch", type=int, default=16, help="sd15 preset: batch size")
+    parser.add_argument("--size", type=int, default=256, help="sd15 preset: frame side in px")
     parser.add_argument("--steps", type=int, default=STEPS, help="timed steps")
     parser.add_argument("--no-ema", action="store_true", help="sd15 preset: EMA off (less memory)")
     args = parser.parse_args()
     if args.preset == "sd15":
-        global STEPS
         STEPS = args.steps
-        sd15(args.accelerator, args.precision, batch=args.batch, ema=not args.no_ema)
+        sd15(args.accelerator, args.precision, batch=args.batch, size=args.size,
+             ema=not args.no_ema)
         return
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -147,7 +147,8 @@ def test_describe_stage_feeds_lego_through_the_shipped_configs(
 
     instruct = yaml.safe_load(Path("configs/synthego/instruct.yaml").read_text())
     instruct["trainer"].update(max_steps=2, limit_val_batches=0, enable_progress_bar=False,
-                               logger=False, enable_checkpointing=False, callbacks=[])
+                               logger=False, enable_checkpointing=False, callbacks=[],
+                               default_root_dir=str(tmp_path / "instruct_run"))
     instruct["model"]["init_args"].update(model_name_or_path=str(vlm),
                                           export_dir=str(tmp_path / "instruct"))
     instruct["data"]["init_args"].update(data)
@@ -155,7 +156,8 @@ def test_describe_stage_feeds_lego_through_the_shipped_configs(
     main(["fit", "--config", str(tmp_path / "instruct.yaml")])
 
     describe = yaml.safe_load(Path("configs/synthego/describe.yaml").read_text())
-    describe["trainer"]["enable_progress_bar"] = False
+    describe["trainer"].update(enable_progress_bar=False,
+                               default_root_dir=str(tmp_path / "describe_run"))
     describe["trainer"]["callbacks"][0]["init_args"].update(
         cache_root=str(tmp_path / "features"), records_dir=str(tmp_path / "features" / "records")
     )
@@ -168,6 +170,7 @@ def test_describe_stage_feeds_lego_through_the_shipped_configs(
         main(["predict", "--config", str(tmp_path / "describe.yaml"),
               f"--data.init_args.predict_split={split}"])
     assert (tmp_path / "features" / "records" / "synthego_val.json").is_file()
+    assert not Path("config.yaml").exists()  # run configs go to the run folders, not the cwd
 
     config = tiny_config("configs/synthego/lego.yaml", synthego_backbone, synthego_root, tmp_path,
                          features=tmp_path / "features", features_dim=64)
