@@ -13,12 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from common import write  # noqa: E402
-from diffusers import (  # noqa: E402
-    EulerAncestralDiscreteScheduler,
-    StableDiffusionInstructPix2PixPipeline,
-)
 
 from lego.batch import EgoBatch, EgoSample  # noqa: E402
+from lego.interop import build_pipeline  # noqa: E402
 from lego.models.editing import InstructPix2PixModule  # noqa: E402
 from lego.models.editing.guidance import sample_generators  # noqa: E402
 from lego.synthego import vocabulary  # noqa: E402
@@ -69,16 +66,7 @@ def main() -> None:
         module.configure_model()
         module.eval()
         data = batch()
-        pipe = StableDiffusionInstructPix2PixPipeline(
-            vae=module.vae,
-            text_encoder=module.text_encoder,
-            tokenizer=module.tokenizer,
-            unet=module.unet,
-            scheduler=EulerAncestralDiscreteScheduler.from_config(module.noise_scheduler.config),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        pipe = build_pipeline(module)  # stock StableDiffusionInstructPix2PixPipeline
         pipe.set_progress_bar_config(disable=True)
 
         def stock():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from diffusers import StableDiffusionInstructPix2PixPipeline
+from diffusers import DiffusionPipeline, StableDiffusionInstructPix2PixPipeline
 
 from lego.interop.pipeline import LegoPipeline
 from lego.models.editing.components import make_sampling_scheduler
@@ -14,13 +14,47 @@ if TYPE_CHECKING:
     from lego.models.editing.lego import LegoDiffusionModule
 
 
-def export_pipeline(module: LegoDiffusionModule, out_dir: Path) -> Path:
-    """Write ``module`` as a pipeline directory loadable with ``from_pretrained``.
+def build_pipeline(module: LegoDiffusionModule, unet: Any = None) -> DiffusionPipeline:
+    """The module as an in-memory diffusers pipeline, sampling with the module's sampler.
 
     A module without VLM conditioning (InstructPix2Pix) becomes a stock
     ``diffusers.StableDiffusionInstructPix2PixPipeline`` (no safety checker); a LEGO module becomes
-    a :class:`LegoPipeline`. The UNet carries the EMA weights when EMA is enabled, and the
-    scheduler is the module's sampler.
+    a :class:`LegoPipeline`.
+
+    Args:
+        module: A built (``configure_model`` called) diffusion module.
+        unet: The UNet to use (default: the EMA weights when EMA is enabled, else the live UNet).
+
+    Returns:
+        The pipeline, sharing the module's networks.
+
+    Raises:
+        RuntimeError: If the module's components are not built yet.
+    """
+    if not getattr(module, "_built", False):
+        raise RuntimeError("the pipeline needs a built module: call configure_model() first")
+    scheduler = make_sampling_scheduler(
+        module.sampler, module.noise_scheduler.config, module.sampler_options
+    )
+    parts = {
+        "vae": module.vae,
+        "text_encoder": module.text_encoder,
+        "tokenizer": module.tokenizer,
+        "unet": unet if unet is not None else module.unet_for_export(),
+        "scheduler": scheduler,
+    }
+    if module.vlm_conditioner is None:
+        return StableDiffusionInstructPix2PixPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+    return LegoPipeline(**parts, vlm_conditioner=module.vlm_conditioner)
+
+
+def export_pipeline(module: LegoDiffusionModule, out_dir: Path) -> Path:
+    """Write ``module`` as a pipeline directory loadable with ``from_pretrained``.
+
+    The pipeline is :func:`build_pipeline`'s: stock ``StableDiffusionInstructPix2PixPipeline``
+    for InstructPix2Pix, :class:`LegoPipeline` for LEGO, with the EMA UNet when EMA is enabled.
 
     Args:
         module: A built (``configure_model`` called) diffusion module.
@@ -32,32 +66,7 @@ def export_pipeline(module: LegoDiffusionModule, out_dir: Path) -> Path:
     Raises:
         RuntimeError: If the module's components are not built yet.
     """
-    if not getattr(module, "_built", False):
-        raise RuntimeError("export_pipeline needs a built module: call configure_model() first")
-    scheduler = make_sampling_scheduler(
-        module.sampler, module.noise_scheduler.config, module.sampler_options
-    )
-    unet = module.unet_for_export()
-    if module.vlm_conditioner is None:
-        pipeline = StableDiffusionInstructPix2PixPipeline(
-            vae=module.vae,
-            text_encoder=module.text_encoder,
-            tokenizer=module.tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    else:
-        pipeline = LegoPipeline(
-            vae=module.vae,
-            text_encoder=module.text_encoder,
-            tokenizer=module.tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            vlm_conditioner=module.vlm_conditioner,
-        )
+    pipeline = build_pipeline(module)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(out_dir)

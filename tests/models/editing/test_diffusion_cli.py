@@ -98,17 +98,16 @@ def test_fit_then_test_through_the_cli(shipped, synthego_backbone, synthego_root
             assert image.mode == "RGB"
 
 
+def cli_with_vlm_dim(config: Path, dim: int) -> LegoCLI:
+    """The LEGO config with VLM conditioning of width ``dim`` in model and data (not run)."""
+    args = ["--config", str(config), f"--model.init_args.vlm_dim={dim}",
+            f"--data.init_args.vlm_dim={dim}"]
+    return LegoCLI(args=args, run=False)
+
+
 def test_lego_with_vlm_features_fits_and_tests(synthego_backbone, synthego_root, tmp_path):
     config = tiny_config("configs/synthego/lego.yaml", synthego_backbone, synthego_root, tmp_path)
-    cli = LegoCLI(
-        args=[
-            "--config",
-            str(config),
-            "--model.init_args.vlm_dim=16",
-            "--data.init_args.vlm_dim=16",
-        ],
-        run=False,
-    )
+    cli = cli_with_vlm_dim(config, 16)
     assert cli.model.hparams.vlm_dim == 16
     cli.datamodule.feature_reader = RandomFeatureReader(16)
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -121,15 +120,7 @@ def test_lego_with_vlm_features_fits_and_tests(synthego_backbone, synthego_root,
 
 def test_mismatched_features_fail_before_training(synthego_backbone, synthego_root, tmp_path):
     config = tiny_config("configs/synthego/lego.yaml", synthego_backbone, synthego_root, tmp_path)
-    cli = LegoCLI(
-        args=[
-            "--config",
-            str(config),
-            "--model.init_args.vlm_dim=16",
-            "--data.init_args.vlm_dim=16",
-        ],
-        run=False,
-    )
+    cli = cli_with_vlm_dim(config, 16)
     cli.datamodule.feature_reader = RandomFeatureReader(24)
     with pytest.raises(ValueError, match=r"vlm_image has width 24 but .*vlm_dim=16"):
         cli.trainer.fit(cli.model, cli.datamodule)
