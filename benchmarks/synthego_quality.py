@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             "config": args.config,
             "overrides": args.set,
             "steps": args.steps,
+            "trained_steps": int(cli.trainer.global_step),
             "accelerator": args.accelerator,
             "val_pairs": len(loader.dataset),
             "train_seconds": round(train_seconds, 1),

@@ -7,6 +7,9 @@ collected for the text embedding). Tokens/s counts generated tokens, EOS include
 ``--preset 1b --dtype bfloat16`` (for a GPU) widens the language model to about 1 B parameters
 (hidden 2048, 24 layers), where decoding at batch 1 is bound by reading the weights as it is
 for the paper's 13 B model.
+
+Both modes run twice over the same prompts; the speed-up compares the second (steady-state)
+passes, and ``first_pass`` records the first ones (which pay per-shape set-up costs).
 """
 
 import argparse
@@ -85,7 +88,11 @@ def main():
     ]
     images = [Image.new("RGB", (64, 64), (i * 4 % 256, 80, 160)) for i in range(n)]
     seeds = [sample_seed(42, f"clip{i}/a") for i in range(n)]
-    run(model, processor, images[:2], prompts[:2], seeds[:2], 2)  # warm-up
+    # Each mode runs twice: the first pass pays one-off costs per new tensor shape (on a GPU,
+    # kernel and attention-plan selection for every batch size and sequence length), the second
+    # is the steady state that a describe run over thousands of samples sees.
+    first_single, _ = run(model, processor, images, prompts, seeds, 1)
+    first_batched, _ = run(model, processor, images, prompts, seeds, BATCH)
     single, texts1 = run(model, processor, images, prompts, seeds, 1)
     batched, texts16 = run(model, processor, images, prompts, seeds, BATCH)
     same = sum(a == b for a, b in zip(texts1, texts16, strict=True))
@@ -102,6 +109,11 @@ def main():
             "batch_1_loop": single,
             f"batch_{BATCH}": batched,
             "speedup": round(batched["tokens_per_s"] / single["tokens_per_s"], 2),
+            "first_pass": {
+                "batch_1_tokens_per_s": first_single["tokens_per_s"],
+                f"batch_{BATCH}_tokens_per_s": first_batched["tokens_per_s"],
+                "speedup": round(first_batched["tokens_per_s"] / first_single["tokens_per_s"], 2),
+            },
             "identical_descriptions": f"{same}/{n}",
         },
     )

@@ -8,12 +8,15 @@ from PIL import Image
 
 from lego.models.instruct.network import (
     IGNORE_INDEX,
+    PerSampleGumbelSampler,
     PromptError,
     PromptTemplate,
     apply_lora,
     build_training_inputs,
+    counter_uniform,
     fold_projector,
     generate_with_embeddings,
+    hash32,
     load_vlm,
 )
 from lego.synthego import vocabulary
@@ -200,3 +203,53 @@ def test_single_token_generation_gives_padded_text_embedding(vlm):
     assert result.text_mask[0].tolist() == [True] + [False] * 76
     assert result.text_embeddings[0, 0].abs().sum() > 0
     assert (result.text_embeddings[0, 1:] == 0).all()
+
+
+def _reference_hash32(x: int) -> int:
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_hash32_equals_the_unsigned_32_bit_reference():
+    values = [0, 1, 2, 12345, 0x7FFFFFFF, 0x80000000, 0xDEADBEEF, 0xFFFFFFFF]
+    got = hash32(torch.tensor(values, dtype=torch.int64)).tolist()
+    assert got == [_reference_hash32(v) for v in values]
+    assert all(0 <= g < 2**32 for g in got)
+
+
+def test_counter_uniform_is_uniform_and_a_function_of_seed_step_index():
+    seeds = torch.tensor([0, 1, 2**40 + 1, 2**62 + 7], dtype=torch.int64)
+    u = counter_uniform(seeds, step=3, size=20_000)
+    assert u.shape == (4, 20_000) and u.dtype == torch.float64
+    assert 0 < u.min() and u.max() < 1
+    # each row is close to U(0, 1): mean, variance, and the counts of ten equal bins
+    assert torch.allclose(u.mean(1), torch.full((4,), 0.5, dtype=torch.float64), atol=0.01)
+    assert torch.allclose(u.var(1), torch.full((4,), 1 / 12, dtype=torch.float64), atol=0.003)
+    counts = torch.stack([torch.histc(row, bins=10, min=0, max=1) for row in u])
+    assert (counts - 2000).abs().max() < 200
+    # rows are independent of each other and of the batch they come in
+    assert torch.equal(counter_uniform(seeds[2:3], 3, 20_000)[0], u[2])
+    assert not torch.equal(u[0], u[1])
+    assert not torch.equal(counter_uniform(seeds, 4, 20_000), u)
+    assert abs(torch.corrcoef(u[:2])[0, 1].item()) < 0.03
+
+
+def test_gumbel_sampler_draws_from_the_softmax():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf")]])
+    expected = torch.softmax(logits, -1)[0]
+    ids = torch.zeros(1, 5, dtype=torch.long)
+    counts = torch.zeros(5)
+    for seed in range(4000):
+        sampler = PerSampleGumbelSampler([seed])
+        counts[sampler(ids, logits).argmax().item()] += 1
+    freq = counts / counts.sum()
+    assert freq[4] == 0
+    torch.testing.assert_close(freq, expected, atol=0.025, rtol=0)
+    # successive steps of one sample draw fresh noise
+    sampler = PerSampleGumbelSampler([7])
+    first = sampler(ids, logits)
+    second = sampler(torch.zeros(1, 6, dtype=torch.long), logits)
+    assert not torch.equal(first, second)
