@@ -401,7 +401,7 @@ class VisualInstructionTuning(LightningModule):
                 "top_p": hp.top_p,
                 "max_new_tokens": hp.max_new_tokens,
                 "seed": hp.seed,
-                "sampling": "per-sample seeded (Gumbel-max)",
+                "sampling": "Gumbel-max, noise = lowbias32 hash of (seed, step, token)",
                 "image_source": hp.image_source,
             },
             "image_storage": storage,
