@@ -1,3 +1,4 @@
+import pytest
 import torch
 from transformers import CLIPTokenizer
 
@@ -24,9 +25,19 @@ def test_bootstrap_writes_a_loadable_miniature_stack(tmp_path, capsys):
     assert not any(p.requires_grad for p in parts.text_encoder.parameters())
     n = sum(p.numel() for p in parts.unet.parameters())
     assert 0.8e6 < n < 1.5e6
+    # attention heads are 16 wide at every level (diffusers' attention_head_dim counts heads)
+    widths = {
+        m.inner_dim // m.heads for m in parts.unet.modules() if type(m).__name__ == "Attention"
+    }
+    assert widths == {16}
     # the existing backbone is kept on a second run
     main(["bootstrap", "--out", str(tmp_path)])
     assert "exists" in capsys.readouterr().out
+
+
+def test_unet_head_width_must_divide_the_channels(tmp_path):
+    with pytest.raises(ValueError, match="48 channels do not split into heads of 32"):
+        bootstrap.write_unet(tmp_path, 48, 64, 16, block_out_channels=(32, 48), head_dim=32)
 
 
 def test_word_level_tokenizer_keeps_every_vocabulary_word_whole(tmp_path):
