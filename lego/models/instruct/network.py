@@ -444,24 +444,23 @@ def hash32(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
-def counter_uniform(seeds: Tensor, step: int, size: int) -> Tensor:
+def counter_uniform(seeds: Tensor, step: int, index: Tensor) -> Tensor:
     """Uniform numbers in (0, 1) that are a pure function of (seed, step, index).
 
-    Row ``i``, column ``v`` hashes ``(seeds[i], step, v)``; nothing depends on the other rows, on
-    the device or on a generator's state, and the work is a few vectorised integer ops.
+    Each number hashes its ``(seed, step, index)``: nothing depends on other rows, on the device
+    or on a generator's state, and the work is a few vectorised integer ops.
 
     Args:
-        seeds: int64 tensor of ``B`` non-negative seeds (below ``2**63``).
+        seeds: int64 tensor of non-negative seeds (below ``2**63``).
         step: The decoding step.
-        size: Numbers per row.
+        index: int64 tensor of token ids, broadcastable with ``seeds``.
 
     Returns:
-        ``B x size`` float64 tensor on the seeds' device.
+        float64 tensor of the broadcast shape.
     """
-    index = torch.arange(size, device=seeds.device, dtype=torch.int64)
     key = hash32(hash32(index) ^ (step & _MASK32))
-    key = hash32(key.unsqueeze(0) ^ (seeds & _MASK32).unsqueeze(1))
-    key = hash32(key ^ (seeds >> 32).unsqueeze(1))
+    key = hash32(key ^ (seeds & _MASK32))
+    key = hash32(key ^ (seeds >> 32))
     return (key.to(torch.float64) + 0.5) / 2.0**32
 
 
@@ -473,7 +472,8 @@ class PerSampleGumbelSampler(LogitsProcessor):
     decoding step ``t`` for token ``v`` is a hash of ``(seeds[i], t, v)`` (counter-based, see
     :func:`counter_uniform`), so a sample's tokens do not depend on the other samples of its
     batch, and the noise is drawn on the logits' device in one vectorised step (a batch-16 GPU
-    decode step does not wait for sixteen host-side generators).
+    decode step does not wait for sixteen host-side generators), for the tokens that the
+    filters before it leave drawable only.
 
     Args:
         seeds: One seed per batch row.
@@ -489,9 +489,19 @@ class PerSampleGumbelSampler(LogitsProcessor):
             self.start = input_ids.shape[1]
         if self.seeds.device != scores.device:
             self.seeds = self.seeds.to(scores.device)
-        u = counter_uniform(self.seeds, input_ids.shape[1] - self.start, scores.shape[-1])
-        gumbel = -torch.log(-torch.log(u)).to(torch.float32)
-        return torch.log_softmax(scores.float(), dim=-1) + gumbel
+        step = input_ids.shape[1] - self.start
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        drawable = torch.isfinite(logp)
+        if drawable.all():
+            tokens = torch.arange(logp.shape[-1], device=logp.device)
+            u = counter_uniform(self.seeds.unsqueeze(1), step, tokens.unsqueeze(0))
+            return logp + (-torch.log(-torch.log(u))).to(logp.dtype)
+        # noise only where a token can still be drawn (top-k / top-p leave -inf elsewhere)
+        rows, cols = drawable.nonzero(as_tuple=True)
+        u = counter_uniform(self.seeds[rows], step, cols)
+        out = torch.full_like(logp, float("-inf"))
+        out[rows, cols] = logp[rows, cols] + (-torch.log(-torch.log(u))).to(logp.dtype)
+        return out
 
 
 @dataclass

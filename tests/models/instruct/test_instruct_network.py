@@ -222,7 +222,12 @@ def test_hash32_equals_the_unsigned_32_bit_reference():
 
 def test_counter_uniform_is_uniform_and_a_function_of_seed_step_index():
     seeds = torch.tensor([0, 1, 2**40 + 1, 2**62 + 7], dtype=torch.int64)
-    u = counter_uniform(seeds, step=3, size=20_000)
+    tokens = torch.arange(20_000)
+
+    def uniform(rows, step):
+        return counter_uniform(rows.unsqueeze(1), step, tokens.unsqueeze(0))
+
+    u = uniform(seeds, 3)
     assert u.shape == (4, 20_000) and u.dtype == torch.float64
     assert 0 < u.min() and u.max() < 1
     # each row is close to U(0, 1): mean, variance, and the counts of ten equal bins
@@ -231,9 +236,10 @@ def test_counter_uniform_is_uniform_and_a_function_of_seed_step_index():
     counts = torch.stack([torch.histc(row, bins=10, min=0, max=1) for row in u])
     assert (counts - 2000).abs().max() < 200
     # rows are independent of each other and of the batch they come in
-    assert torch.equal(counter_uniform(seeds[2:3], 3, 20_000)[0], u[2])
+    assert torch.equal(uniform(seeds[2:3], 3)[0], u[2])
+    assert torch.equal(counter_uniform(seeds[[1, 3]], 3, torch.tensor([5, 17])), u[[1, 3], [5, 17]])
     assert not torch.equal(u[0], u[1])
-    assert not torch.equal(counter_uniform(seeds, 4, 20_000), u)
+    assert not torch.equal(uniform(seeds, 4), u)
     assert abs(torch.corrcoef(u[:2])[0, 1].item()) < 0.03
 
 
@@ -248,6 +254,14 @@ def test_gumbel_sampler_draws_from_the_softmax():
     freq = counts / counts.sum()
     assert freq[4] == 0
     torch.testing.assert_close(freq, expected, atol=0.025, rtol=0)
+    # tokens filtered out before the sampler stay -inf; the others get the same noise as unfiltered
+    full = PerSampleGumbelSampler([3])(ids, torch.tensor([[2.0, 1.0, 0.5, -1.0, 0.0]]))
+    top = PerSampleGumbelSampler([3])(ids, torch.tensor([[2.0, 1.0, float("-inf"), -1.0, 0.0]]))
+    assert torch.isinf(top[0, 2]) and torch.isfinite(top[0, [0, 1, 3, 4]]).all()
+    shift = torch.logsumexp(torch.tensor([2.0, 1.0, 0.5, -1.0, 0.0]), 0) - torch.logsumexp(
+        torch.tensor([2.0, 1.0, -1.0, 0.0]), 0
+    )
+    torch.testing.assert_close(top[0, [0, 1, 3, 4]], full[0, [0, 1, 3, 4]] + shift)
     # successive steps of one sample draw fresh noise
     sampler = PerSampleGumbelSampler([7])
     first = sampler(ids, logits)
