@@ -134,9 +134,10 @@ def write_unet(
     """Write a randomly initialised text-to-image ``unet/`` (cross-attention at every level).
 
     Attention heads are ``head_dim`` wide at every level (``channels // head_dim`` heads; one head
-    where a level is narrower than ``head_dim``). diffusers' ``attention_head_dim`` is a head *count* (a naming quirk it keeps for Stable
-    Diffusion); its default of 8 heads would make 4-wide heads at 32 channels, which cost twice
-    the time per training step on a CPU for the same parameters.
+    where a level is narrower than ``head_dim``). diffusers' ``attention_head_dim`` is a head
+    *count* (a naming quirk it keeps for Stable Diffusion); its default of 8 heads would make
+    4-wide heads at 32 channels, which cost twice the time per training step on a CPU for the
+    same parameters.
 
     Args:
         root: The model folder.
