@@ -32,6 +32,8 @@ demo: setup  ## built-in SynthEgo data + the main job on CPU with tiny models
 		--trainer.logger.init_args.name=demo_instruct --trainer.logger.init_args.version=demo --trainer.enable_progress_bar=false
 	$(PY) -m lego predict --config configs/synthego/describe.yaml --data.init_args.predict_split=train
 	$(PY) -m lego predict --config configs/synthego/describe.yaml --data.init_args.predict_split=val
+	# a previous demo would leave its last.ckpt (this run would write last-v1.ckpt) and its frames
+	rm -rf logs/demo_lego/demo logs/synthego_lego/frames
 	$(PY) -m lego fit --config configs/synthego/lego.yaml --trainer.max_steps=$(DEMO_STEPS) \
 		--trainer.logger.init_args.name=demo_lego --trainer.logger.init_args.version=demo --trainer.enable_progress_bar=false
 	$(PY) -m lego test --config configs/synthego/lego.yaml --ckpt_path logs/demo_lego/demo/checkpoints/last.ckpt \

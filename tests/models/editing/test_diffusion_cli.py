@@ -169,9 +169,14 @@ def test_describe_stage_feeds_lego_through_the_shipped_configs(
     cli.datamodule.setup("fit")
     batch = next(iter(cli.datamodule.train_dataloader()))
     assert batch.vlm_image.shape == (8, 16, 64) and batch.vlm_text.shape == (8, 77, 64)
-    main(["fit", "--config", str(config)])
+    # validation every 2 epochs (the shipped config: every 10) runs after step 6 and saves a
+    # last.ckpt; training goes on to step 7, mid-epoch
+    main(["fit", "--config", str(config), "--trainer.check_val_every_n_epoch=2",
+          "--trainer.max_steps=7"])
     (ckpt,) = sorted((tmp_path / "logs").rglob("last.ckpt"))
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 7  # last.ckpt holds the final weights, not step 6's
+    state = saved["state_dict"]
     assert state["vlm_conditioner.projection_img.weight"].shape[1] == 64
     main(["test", "--config", str(config), "--ckpt_path", str(ckpt)])
     assert len(list((tmp_path / "frames").rglob("*.png"))) == 8
