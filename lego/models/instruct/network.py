@@ -472,8 +472,8 @@ class PerSampleGumbelSampler(LogitsProcessor):
     decoding step ``t`` for token ``v`` is a hash of ``(seeds[i], t, v)`` (counter-based, see
     :func:`counter_uniform`), so a sample's tokens do not depend on the other samples of its
     batch, and the noise is drawn on the logits' device in one vectorised step (a batch-16 GPU
-    decode step does not wait for sixteen host-side generators), for the tokens that the
-    filters before it leave drawable only.
+    decode step does not wait for sixteen host-side generators). Only the tokens that the
+    filters before it leave drawable get noise.
 
     Args:
         seeds: One seed per batch row.
@@ -491,16 +491,18 @@ class PerSampleGumbelSampler(LogitsProcessor):
             self.seeds = self.seeds.to(scores.device)
         step = input_ids.shape[1] - self.start
         logp = torch.log_softmax(scores.float(), dim=-1)
+
+        def gumbel(seeds: Tensor, tokens: Tensor) -> Tensor:
+            return (-torch.log(-torch.log(counter_uniform(seeds, step, tokens)))).to(logp.dtype)
+
         drawable = torch.isfinite(logp)
         if drawable.all():
             tokens = torch.arange(logp.shape[-1], device=logp.device)
-            u = counter_uniform(self.seeds.unsqueeze(1), step, tokens.unsqueeze(0))
-            return logp + (-torch.log(-torch.log(u))).to(logp.dtype)
+            return logp + gumbel(self.seeds.unsqueeze(1), tokens.unsqueeze(0))
         # noise only where a token can still be drawn (top-k / top-p leave -inf elsewhere)
         rows, cols = drawable.nonzero(as_tuple=True)
-        u = counter_uniform(self.seeds[rows], step, cols)
         out = torch.full_like(logp, float("-inf"))
-        out[rows, cols] = logp[rows, cols] + (-torch.log(-torch.log(u))).to(logp.dtype)
+        out[rows, cols] = logp[rows, cols] + gumbel(self.seeds[rows], cols)
         return out
 
 
