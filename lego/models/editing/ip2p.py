@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from lego.models.editing.components import PredictionType
 from lego.models.editing.lego import LegoDiffusionModule
+from lego.models.editing.timesteps import TimestepSampling
 
 
 class InstructPix2PixModule(LegoDiffusionModule):
@@ -19,6 +20,9 @@ class InstructPix2PixModule(LegoDiffusionModule):
             Stable Diffusion checkpoint, whose ``conv_in`` is widened).
         prediction_type: ``epsilon`` (the paper), ``sample`` or ``v_prediction``.
         conditioning_dropout: ``p`` of the classifier-free-guidance dropout (0.05).
+        timestep_sampling: Training timestep density, ``uniform`` (the paper) or ``logit_normal``.
+        timestep_logit_mean: Mean of the logit-normal density (0.0).
+        timestep_logit_std: Standard deviation of the logit-normal density (1.0).
         learning_rate: AdamW learning rate (1e-4).
         weight_decay: AdamW weight decay (0.01).
         lr_warmup_steps: Linear warm-up steps (0).
@@ -50,6 +54,9 @@ class InstructPix2PixModule(LegoDiffusionModule):
         pretrained: str = "timbrooks/instruct-pix2pix",
         prediction_type: PredictionType = "epsilon",
         conditioning_dropout: float = 0.05,
+        timestep_sampling: TimestepSampling = "uniform",
+        timestep_logit_mean: float = 0.0,
+        timestep_logit_std: float = 1.0,
         learning_rate: float = 1e-4,
         weight_decay: float = 0.01,
         lr_warmup_steps: int = 0,
@@ -70,6 +77,9 @@ class InstructPix2PixModule(LegoDiffusionModule):
             vlm_dim=None,
             prediction_type=prediction_type,
             conditioning_dropout=conditioning_dropout,
+            timestep_sampling=timestep_sampling,
+            timestep_logit_mean=timestep_logit_mean,
+            timestep_logit_std=timestep_logit_std,
             learning_rate=learning_rate,
             weight_decay=weight_decay,
             lr_warmup_steps=lr_warmup_steps,

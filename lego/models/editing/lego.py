@@ -36,6 +36,7 @@ from lego.models.editing.conditioning import (
     conditioning_dropout_masks,
 )
 from lego.models.editing.guidance import guided_sample, sample_generators
+from lego.models.editing.timesteps import TimestepSampling, check_timestep_sampling, draw_timesteps
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,11 @@ class LegoDiffusionModule(ActionFrameGenerator):
             ``v_prediction``.
         conditioning_dropout: ``p`` of the classifier-free-guidance dropout: prompt (CLIP text and
             VLM tokens) dropped for ``r < 2p``, input latent for ``p <= r < 3p`` (0.05).
+        timestep_sampling: Density of the training timesteps: ``uniform`` (the paper) or
+            ``logit_normal`` (``t / T = sigmoid(N(mean, std))``; a positive mean favours the
+            noisy end).
+        timestep_logit_mean: Mean of the logit-normal density (0.0).
+        timestep_logit_std: Standard deviation of the logit-normal density (1.0).
         learning_rate: AdamW learning rate (1e-4, constant).
         weight_decay: AdamW weight decay (0.01).
         lr_warmup_steps: Linear warm-up steps (0: constant, as the paper).
@@ -99,6 +105,9 @@ class LegoDiffusionModule(ActionFrameGenerator):
         use_vlm_text_mask: bool = False,
         prediction_type: PredictionType = "epsilon",
         conditioning_dropout: float = 0.05,
+        timestep_sampling: TimestepSampling = "uniform",
+        timestep_logit_mean: float = 0.0,
+        timestep_logit_std: float = 1.0,
         learning_rate: float = 1e-4,
         weight_decay: float = 0.01,
         lr_warmup_steps: int = 0,
@@ -124,6 +133,7 @@ class LegoDiffusionModule(ActionFrameGenerator):
             )
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
+        check_timestep_sampling(timestep_sampling, timestep_logit_std)
         self.pretrained = pretrained
         self.vlm_dim = vlm_dim
         self.freeze_vlm_projection = freeze_vlm_projection
@@ -136,6 +146,9 @@ class LegoDiffusionModule(ActionFrameGenerator):
         }
         self.prediction_type = prediction_type
         self.conditioning_dropout = conditioning_dropout
+        self.timestep_sampling = timestep_sampling
+        self.timestep_logit_mean = timestep_logit_mean
+        self.timestep_logit_std = timestep_logit_std
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.lr_warmup_steps = lr_warmup_steps
@@ -350,8 +363,13 @@ class LegoDiffusionModule(ActionFrameGenerator):
         image_latents = self.encode_input_latents(batch.input_frames)
         size = target_latents.shape[0]
         noise = torch.randn_like(target_latents)
-        timesteps = torch.randint(
-            0, self.noise_scheduler.config.num_train_timesteps, (size,), device=self.device
+        timesteps = draw_timesteps(
+            self.timestep_sampling,
+            size,
+            self.noise_scheduler.config.num_train_timesteps,
+            self.device,
+            logit_mean=self.timestep_logit_mean,
+            logit_std=self.timestep_logit_std,
         )
         noisy = self.noise_scheduler.add_noise(target_latents, noise, timesteps)
         drop_prompt, drop_image = conditioning_dropout_masks(
