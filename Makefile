@@ -23,7 +23,7 @@ test: setup  ## the default test suite (CPU, offline)
 test-all: setup  ## including slow tests
 	$(PY) -m pytest -q -m ''
 
-DEMO_STEPS ?= 1000
+DEMO_STEPS ?= 2000
 DEMO_VLM_EPOCHS ?= 1
 demo: setup  ## built-in SynthEgo data + the main job on CPU with tiny models
 	$(PY) -m lego synthego --out $(DATA) --train 2000 --val 200 --size 64 --seed 0 --grid outputs/demo/synthego_pairs.png

@@ -72,6 +72,8 @@ def test_fit_then_test_through_the_cli(shipped, synthego_backbone, synthego_root
     cls = InstructPix2PixModule if "ip2p" in shipped else LegoDiffusionModule
     restored = cls.load_from_checkpoint(ckpts[0])
     assert restored.ema is not None and restored.ema.optimization_step == 4
+    # the SynthEgo recipe's timestep density reaches the module (and its checkpoint)
+    assert (restored.timestep_sampling, restored.timestep_logit_mean) == ("logit_normal", 2.0)
     torch.testing.assert_close(
         restored.unet.conv_in.weight, checkpoint["state_dict"]["unet.conv_in.weight"]
     )
