@@ -173,3 +173,22 @@ class GeneratedFrames:
     def unclamped(self, i: int) -> Tensor:
         """Frame ``i`` before clamping (the raw output when kept, else the clamped frame)."""
         return (self.raw_frames if self.raw_frames is not None else self.frames)[i]
+
+
+@dataclass
+class GeneratedDescriptions:
+    """Descriptions a VLM generated for samples (the instruct stage's validation output).
+
+    Attributes:
+        sample_ids: ``"<clip_id>/<action_id>"`` of each description.
+        descriptions: The generated text, one per sample.
+    """
+
+    sample_ids: list[str]
+    descriptions: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.sample_ids) != len(self.descriptions):
+            raise ValueError(
+                f"{len(self.descriptions)} descriptions for {len(self.sample_ids)} sample ids"
+            )

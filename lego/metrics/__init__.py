@@ -2,6 +2,7 @@
 
 from lego.metrics.blip import BLIPCaptionSimilarity
 from lego.metrics.clip_similarity import CLIPImageSimilarity
+from lego.metrics.description_accuracy import DescriptionAccuracy
 from lego.metrics.egovlp import EgoVLPSimilarity
 from lego.metrics.fid import InceptionFID
 from lego.metrics.perceptual import LPIPSDistance
@@ -12,6 +13,7 @@ from lego.metrics.synthego_score import SynthEgoActionScore
 __all__: list[str] = [
     "BLIPCaptionSimilarity",
     "CLIPImageSimilarity",
+    "DescriptionAccuracy",
     "EditMetricSuite",
     "EgoVLPSimilarity",
     "InceptionFID",

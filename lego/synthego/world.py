@@ -60,7 +60,8 @@ RECEIVERS = ("bowl", "cup")
 #: The VLM query of the paper, filled with the cleaned action label.
 QUERY = "How does the person properly {} that is displayed in the video frame?"
 
-#: Several phrasings per fact, so a VLM learns content rather than a fixed string.
+#: Several phrasings per fact, so a VLM learns content rather than a fixed string. Every phrasing
+#: names the acting hand (or the knife in the right hand), the object, its colour and place.
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "pick up": (
         "The {hand} hand reaches to the {colour} {noun} at the {place} of the table and "
@@ -96,7 +97,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "the {colour2} {noun2} to pour.",
         "Hold the {colour} {noun} from the {place} of the table in the {hand} hand and pour it "
         "into the {colour2} {noun2}.",
-        "With the {hand} hand, tip the {colour} {noun} over the {colour2} {noun2} and pour.",
+        "With the {hand} hand, tip the {colour} {noun} from the {place} of the table over the "
+        "{colour2} {noun2} and pour.",
     ),
 }
 

@@ -18,12 +18,13 @@ from tqdm.auto import tqdm
 from lego.data.narration import clean_ego4d_narration
 from lego.synthego import world
 from lego.synthego.render import render
-from lego.synthego.scene import make_action, make_scene
+from lego.synthego.scene import Camera, make_action, make_scene
 
 NAME = "synthego"
 FRAMES_SUBDIR = "synthego"
 CLIPS_PER_CHUNK = 32
-FORMAT_VERSION = 1
+#: 2: object records carry their ``place`` on the table (the words the descriptions use).
+FORMAT_VERSION = 2
 LabelStyle = Literal["ego4d", "plain"]
 
 
@@ -59,7 +60,7 @@ def _atomic_save(image: Image.Image, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _object_meta(obj: Any, box: list[int]) -> dict[str, Any]:
+def _object_meta(obj: Any, box: list[int], camera: Camera) -> dict[str, Any]:
     return {
         "type": obj.kind,
         "noun_id": world.NOUN_IDS[obj.kind],
@@ -67,6 +68,7 @@ def _object_meta(obj: Any, box: list[int]) -> dict[str, Any]:
         "rgb": list(obj.rgb),
         "box": box,
         "state": obj.state,
+        "place": world.place_name(*camera.apply(obj.x, obj.y)),
     }
 
 
@@ -98,7 +100,8 @@ def render_chunk(out: Path, settings: Settings, split: str, clips: list[tuple[in
             "sleeve_rgb": list(scene.sleeve_rgb),
             "table_rgb": list(scene.table_rgb),
             "objects": [
-                _object_meta(o, b) for o, b in zip(scene.objects, layout_0["objects"], strict=True)
+                _object_meta(o, b, scene.camera)
+                for o, b in zip(scene.objects, layout_0["objects"], strict=True)
             ],
             "hands": layout_0["hands"],
             "actions": {},
@@ -134,7 +137,7 @@ def render_chunk(out: Path, settings: Settings, split: str, clips: list[tuple[in
                 "tool_object": action.tool,
                 "hand_position": [round(u * width, 2), round(v * height, 2)],
                 "objects": [
-                    _object_meta(o, b)
+                    _object_meta(o, b, scene.camera)
                     for o, b in zip(action.after, layout_1["objects"], strict=True)
                 ],
                 "hands": layout_1["hands"],

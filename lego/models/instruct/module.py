@@ -15,7 +15,7 @@ from PIL import Image
 from torch import Tensor
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-from lego.batch import EgoBatch
+from lego.batch import EgoBatch, GeneratedDescriptions
 from lego.data.egogen import DataFormatError, open_rgb
 from lego.data.features import FORMAT, FORMAT_VERSION, TEXT_LENGTH, DescribedSamples, tensor_sha256
 from lego.models.instruct.network import (
@@ -89,6 +89,9 @@ class VisualInstructionTuning(LightningModule):
         max_new_tokens: Most tokens per description (paper: 1024).
         seed: Base seed; each sample samples with its own seed derived from its id.
         val_generate_samples: Descriptions generated and logged at each validation.
+        val_describe_batches: Validation batches whose samples are all described; the step
+            returns them as :class:`~lego.batch.GeneratedDescriptions` (scored by
+            ``DescriptionMetricsCallback``).
         val_max_new_tokens: Most tokens per logged validation description.
         image_storage: ``auto`` stores vision features before a linear projector (smaller cache,
             same embeddings); ``projected`` always stores the projector output.
@@ -129,6 +132,7 @@ class VisualInstructionTuning(LightningModule):
         max_new_tokens: int = 1024,
         seed: int = 42,
         val_generate_samples: int = 4,
+        val_describe_batches: int = 0,
         val_max_new_tokens: int = 64,
         image_storage: Literal["auto", "projected"] = "auto",
         export_dir: Path | None = None,
@@ -282,8 +286,15 @@ class VisualInstructionTuning(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
-    def validation_step(self, batch: EgoBatch, batch_idx: int) -> Tensor | None:
-        """Loss on samples with a reference (curated, else description); logs generated text."""
+    def validation_step(
+        self, batch: EgoBatch, batch_idx: int
+    ) -> GeneratedDescriptions | Tensor | None:
+        """Loss on samples with a reference (curated, else description); generated descriptions.
+
+        Returns:
+            For the first ``val_describe_batches`` batches the descriptions of every sample
+            (:class:`~lego.batch.GeneratedDescriptions`), else the loss.
+        """
         refs: list[str | None] = []
         for i in range(len(batch)):
             curated = batch.curated[i] if batch.curated else None
@@ -295,29 +306,34 @@ class VisualInstructionTuning(LightningModule):
             inputs = self.training_inputs(batch, keep, [refs[i] for i in keep])  # type: ignore[misc]
             loss = self._loss(inputs)
             self.log("val/loss", loss, prog_bar=True, batch_size=len(keep), sync_dist=True)
-        if (
-            batch_idx == 0
-            and self.hparams.val_generate_samples > 0
-            and not self.trainer.sanity_checking
-        ):
-            self._log_descriptions(batch, refs)
+        if self.trainer.sanity_checking:
+            return loss
+        hp = self.hparams
+        describe_all = batch_idx < hp.val_describe_batches
+        shown = hp.val_generate_samples if batch_idx == 0 else 0
+        count = len(batch) if describe_all else min(len(batch), shown)
+        if count == 0:
+            return loss
+        texts = self._generate(batch, list(range(count)), hp.val_max_new_tokens).texts
+        if shown:
+            self._log_descriptions(batch, refs, texts[:shown])
+        if describe_all:
+            return GeneratedDescriptions(sample_ids=list(batch.sample_ids), descriptions=texts)
         return loss
 
     @rank_zero_only
-    def _log_descriptions(self, batch: EgoBatch, refs: list[str | None]) -> None:
-        indices = list(range(min(len(batch), self.hparams.val_generate_samples)))
-        result = self._generate(batch, indices, self.hparams.val_max_new_tokens)
+    def _log_descriptions(self, batch: EgoBatch, refs: list[str | None], texts: list[str]) -> None:
         rows = ["| sample | action | generated | reference |", "|---|---|---|---|"]
-        for k, i in enumerate(indices):
-            cells = [batch.sample_ids[i], batch.actions[i], result.texts[k], refs[i] or ""]
+        for i, text in enumerate(texts):
+            cells = [batch.sample_ids[i], batch.actions[i], text, refs[i] or ""]
             rows.append(
                 "| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |"
             )
-        text = "\n".join(rows)
+        table = "\n".join(rows)
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text("val/descriptions", text, self.global_step)
-        log.info("validation descriptions at step %d:\n%s", self.global_step, text)
+                logger.experiment.add_text("val/descriptions", table, self.global_step)
+        log.info("validation descriptions at step %d:\n%s", self.global_step, table)
 
     def _generate(self, batch: EgoBatch, indices: list[int], max_new_tokens: int) -> Any:
         modes = [(m, m.training) for m in self.llava.modules()]

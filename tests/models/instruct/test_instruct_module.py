@@ -81,7 +81,14 @@ def test_fit_overfits_then_describe_generates_the_answers(tmp_path, tiny_vlm, sy
                 {
                     "class_path": "DescriptionWriter",
                     "init_args": {"cache_root": str(tmp_path / "features"), "shard_size": 3},
-                }
+                },
+                {
+                    "class_path": "DescriptionMetricsCallback",
+                    "init_args": {
+                        "metadata": str(synthego_root / "synthego_metadata.json"),
+                        "output_dir": str(tmp_path / "features"),
+                    },
+                },
             ],
         },
         "model": {
@@ -105,6 +112,10 @@ def test_fit_overfits_then_describe_generates_the_answers(tmp_path, tiny_vlm, sy
     assert len(described) == 4
     for rec in described:
         assert rec.fields["llava_forecast_finetune"] == answers[rec.fields["image_0"]]
+    # the learned answers are the true descriptions: every field right
+    report = json.loads((tmp_path / "features" / "description_metrics_train.json").read_text())
+    assert report["count"] == 4
+    assert report["all"] == pytest.approx(100.0) and report["colour"] == pytest.approx(100.0)
     cache = FeatureCache(tmp_path / "features" / "train", embed_dim=64, image_tokens=16)
     assert len(cache) == 4
     assert cache.manifest["image_storage"] == "vision"
@@ -152,6 +163,12 @@ def test_lora_fit_exports_adapter_for_stock_peft(tmp_path, tiny_vlm, synthego_ro
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {"save_dir": str(tmp_path / "logs"), "name": "instruct"},
             },
+            "callbacks": [
+                {
+                    "class_path": "DescriptionMetricsCallback",
+                    "init_args": {"metadata": str(synthego_root / "synthego_metadata.json")},
+                }
+            ],
         },
         "model": {
             "class_path": "VisualInstructionTuning",
@@ -165,6 +182,7 @@ def test_lora_fit_exports_adapter_for_stock_peft(tmp_path, tiny_vlm, synthego_ro
                 "warmup_ratio": 0.0,
                 "lr_schedule": "cosine",
                 "val_generate_samples": 2,
+                "val_describe_batches": 1,
                 "val_max_new_tokens": 5,
                 "export_dir": str(tmp_path / "export"),
                 "export_merged": True,
@@ -199,6 +217,10 @@ def test_lora_fit_exports_adapter_for_stock_peft(tmp_path, tiny_vlm, synthego_ro
     events.Reload()
     assert "val/loss" in events.Tags()["scalars"]
     assert "val/descriptions/text_summary" in events.Tags()["tensors"]
+    # every sample of the first val batch was described and scored against the scene truth
+    assert {f"val/description_{f}" for f in ("hand", "colour", "place", "all")} <= set(
+        events.Tags()["scalars"]
+    )
 
 
 class KillAfter(Callback):
