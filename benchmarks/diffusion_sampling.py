@@ -17,9 +17,9 @@ from common import write  # noqa: E402
 from lego.batch import EgoBatch, EgoSample  # noqa: E402
 from lego.interop import build_pipeline  # noqa: E402
 from lego.models.editing import InstructPix2PixModule  # noqa: E402
+from lego.models.editing.bootstrap import write_diffusion_backbone  # noqa: E402
 from lego.models.editing.guidance import sample_generators  # noqa: E402
 from lego.synthego import vocabulary  # noqa: E402
-from lego.tools.bootstrap import write_diffusion_backbone  # noqa: E402
 
 BATCH, STEPS, SIZE, REPEATS = 8, 20, 32, 5
 

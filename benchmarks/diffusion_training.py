@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from lego.batch import EgoBatch, EgoSample  # noqa: E402
 from lego.models.editing import InstructPix2PixModule  # noqa: E402
+from lego.models.editing.bootstrap import write_diffusion_backbone  # noqa: E402
 from lego.models.editing.sd15 import SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE  # noqa: E402
 from lego.synthego import vocabulary  # noqa: E402
-from lego.tools.bootstrap import write_diffusion_backbone  # noqa: E402
 
 BATCH, SIZE, STEPS, WARMUP = 32, 64, 30, 5
 SAMPLER = "DPMSolverMultistepScheduler"

@@ -6,9 +6,9 @@ from diffusers import StableDiffusionInstructPix2PixPipeline
 
 from lego.interop import LegoPipeline, export_pipeline
 from lego.models.editing import InstructPix2PixModule, LegoDiffusionModule
+from lego.models.editing.bootstrap import write_diffusion_backbone
 from lego.models.editing.guidance import sample_generators
 from lego.synthego import vocabulary
-from lego.tools.bootstrap import write_diffusion_backbone
 from tests.models.editing.editing_helpers import make_batch
 
 

@@ -3,10 +3,9 @@ import torch
 from transformers import CLIPTokenizer
 
 from lego.cli import main
-from lego.models.editing import PixelUnshuffleAutoencoder
+from lego.models.editing import PixelUnshuffleAutoencoder, bootstrap
 from lego.models.editing.components import load_components
 from lego.synthego import vocabulary
-from lego.tools import bootstrap
 
 
 def test_bootstrap_writes_a_loadable_miniature_stack(tmp_path, capsys):
@@ -55,3 +54,18 @@ def test_word_level_tokenizer_keeps_every_vocabulary_word_whole(tmp_path):
     unknown = tok("zyx", add_special_tokens=False).input_ids
     assert len(unknown) == 3 and tok.unk_token_id not in unknown  # characters, not <unk>
     assert torch.tensor(tok([""], padding="max_length").input_ids).shape == (1, 77)
+
+
+def test_word_tokenizer_files_are_the_same_every_time(tmp_path):
+    # the tokenizers BPE trainer breaks ties in hash order: ids changed from run to run
+    for name in ("a", "b", "c"):
+        bootstrap.write_word_tokenizer(tmp_path / name, vocabulary())
+    files = [(tmp_path / n / "tokenizer.json").read_text() for n in ("a", "b", "c")]
+    assert files[0] == files[1] == files[2]
+
+
+def test_learned_merges_build_each_word_whole():
+    merges = bootstrap.learn_merges(["cup", "cut", "up"])
+    assert merges[0] == ("c", "u")  # the most frequent pairs: (c, u) and (u, p</w>); ties by text
+    joined = {a + b for a, b in merges}
+    assert {"cup</w>", "cut</w>", "up</w>"} <= joined

@@ -9,7 +9,7 @@ loads through exactly the same ``from_pretrained`` path as a hub LLaVA.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -86,6 +86,7 @@ def write_synthego_vlm(
     text_layers: int = 2,
     heads: int = 4,
     seed: int = 0,
+    extra_texts: Sequence[str] = (),
 ) -> Path:
     """Write a tiny randomly initialised LLaVA (model, processor, tokenizer) to ``out_dir``.
 
@@ -100,6 +101,8 @@ def write_synthego_vlm(
         text_layers: Llama layers.
         heads: Attention heads of both towers.
         seed: Initialisation seed.
+        extra_texts: More texts whose words the tokenizer must cover (e.g. pretraining
+            questions).
 
     Returns:
         ``out_dir``.
@@ -118,7 +121,7 @@ def write_synthego_vlm(
     template = LLAMA2_CONVERSATION.format(
         system=LLAVA_SYSTEM_PROMPT, question=LEGO_QUERY.format(action="pick up the cup")
     )
-    tokenizer = build_word_tokenizer(vocabulary, [template])
+    tokenizer = build_word_tokenizer(vocabulary, [template, *extra_texts])
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from lego.models.editing.bootstrap import write_diffusion_backbone
 from lego.synthego import vocabulary
-from lego.tools.bootstrap import write_diffusion_backbone
 
 
 @pytest.fixture(scope="session")
