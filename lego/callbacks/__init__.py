@@ -4,6 +4,7 @@ from lego.callbacks.description_metrics import DescriptionMetricsCallback
 from lego.callbacks.description_writer import DescriptionWriter
 from lego.callbacks.evaluation import EditMetricsCallback
 from lego.callbacks.image_grid import ImageGridCallback
+from lego.callbacks.progress import ProgressLogger
 from lego.callbacks.writers import FramesWriter
 
 __all__: list[str] = [
@@ -12,4 +13,5 @@ __all__: list[str] = [
     "EditMetricsCallback",
     "FramesWriter",
     "ImageGridCallback",
+    "ProgressLogger",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,6 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lego.data.egogen import load_json
 from lego.metrics.description_accuracy import FIELDS, DescriptionAccuracy
-
-log = logging.getLogger(__name__)
 
 
 def description_table(scores: dict[str, float]) -> str:
@@ -84,8 +81,8 @@ class DescriptionMetricsCallback(Callback):
             return
         for name in (*FIELDS, "all"):
             pl_module.log(f"val/description_{name}", results[name], sync_dist=True)
-        log.info("val description accuracy at step %d:\n%s", trainer.global_step,
-                 description_table(results))
+        rank_zero_info(f"val description accuracy at step {trainer.global_step}:\n"
+                       f"{description_table(results)}")
 
     def on_predict_batch_end(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,

@@ -112,12 +112,12 @@ class VLMRecipe:
     """
 
     seed: int = 0
-    scenes: int = 12000
-    easy_scenes: int = 4000
+    scenes: int = 6000
+    easy_scenes: int = 10000
     max_easy_objects: int = 5
     vision_steps: int = 400
     vision_batch_size: int = 64
-    steps: int = 8000
+    steps: int = 10000
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 100

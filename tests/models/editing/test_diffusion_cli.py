@@ -46,13 +46,18 @@ def tiny_config(
     config["model"]["init_args"].update(pretrained=str(backbone), num_inference_steps=3)
     config["data"]["init_args"].update(root=str(data_root), resolution=32, batch_size=8)
     lego = config["model"]["class_path"] == "LegoDiffusionModule"
-    if features is None:  # the shipped LEGO config reads the describe stage's cache: turn it off
-        config["data"]["init_args"].pop("features", None)
-        config["data"]["init_args"].pop("vlm_dim", None)
+    data = config["data"]["init_args"]
+    if features is None:  # the shipped LEGO config reads the describe stage's outputs: turn off
+        data.pop("features", None)
+        data.pop("vlm_dim", None)
+        if data.pop("records_dir", None) is not None:
+            data["description_key"] = "oracle_description"
         if lego:
             config["model"]["init_args"]["vlm_dim"] = None
     else:
-        config["data"]["init_args"].update(features=str(features), vlm_dim=features_dim)
+        data.update(features=str(features), vlm_dim=features_dim)
+        if "records_dir" in data:  # the describe stage's records, with the VLM's descriptions
+            data["records_dir"] = str(features / "records")
         config["model"]["init_args"]["vlm_dim"] = features_dim
     path = tmp_path / Path(shipped).name
     path.write_text(yaml.safe_dump(config))
@@ -154,6 +159,11 @@ def test_describe_stage_feeds_lego_through_the_shipped_configs(
     describe["trainer"]["callbacks"][0]["init_args"].update(
         cache_root=str(tmp_path / "features"), records_dir=str(tmp_path / "features" / "records")
     )
+    assert describe["trainer"]["callbacks"][1]["class_path"] == "DescriptionMetricsCallback"
+    describe["trainer"]["callbacks"][1]["init_args"].update(
+        metadata=str(synthego_root / "synthego_metadata.json"),
+        output_dir=str(tmp_path / "features"),
+    )
     describe["model"]["init_args"].update(
         model_name_or_path=str(tmp_path / "instruct" / "model"), max_new_tokens=6
     )
@@ -163,6 +173,9 @@ def test_describe_stage_feeds_lego_through_the_shipped_configs(
         main(["predict", "--config", str(tmp_path / "describe.yaml"),
               f"--data.init_args.predict_split={split}"])
     assert (tmp_path / "features" / "records" / "synthego_val.json").is_file()
+    for split in ("train", "val"):  # the describe stage scored its descriptions
+        report = json.loads((tmp_path / "features" / f"description_metrics_{split}.json").read_text())
+        assert report["count"] == {"train": 24, "val": 8}[split]
     assert not Path("config.yaml").exists()  # run configs go to the run folders, not the cwd
 
     config = tiny_config("configs/synthego/lego.yaml", synthego_backbone, synthego_root, tmp_path,
