@@ -174,7 +174,8 @@ def test_describe_stage_feeds_lego_through_the_shipped_configs(
               f"--data.init_args.predict_split={split}"])
     assert (tmp_path / "features" / "records" / "synthego_val.json").is_file()
     for split in ("train", "val"):  # the describe stage scored its descriptions
-        report = json.loads((tmp_path / "features" / f"description_metrics_{split}.json").read_text())
+        report = tmp_path / "features" / f"description_metrics_{split}.json"
+        report = json.loads(report.read_text())
         assert report["count"] == {"train": 24, "val": 8}[split]
     assert not Path("config.yaml").exists()  # run configs go to the run folders, not the cwd
 
