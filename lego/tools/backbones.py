@@ -4,7 +4,9 @@ Re-creates ``<out>/synthego-sd`` (the miniature's Stable Diffusion 1.5, a stock
 ``StableDiffusionPipeline`` folder) and ``<out>/synthego-vlm`` (the miniature's LLaVA, pretrained
 to ground objects), each with its model card (``README.md``, ``training.json``) and scores on
 held-out scenes. Deterministic for a seed on a given machine and thread count. On two CPU cores
-the shipped recipes take about an hour each; ``--steps-scale`` shortens them for a trial.
+the shipped recipes take hours; ``--steps-scale`` shortens them for a trial. A killed build
+resumes where its last saved state (``<folder>.partial``, every 500 steps) left off when the same
+command is run again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lego.zoo import TextToImageRecipe, VLMRecipe, train_text_to_image, train_vlm
+from lego.zoo.checkpoint import partial_dir
 
 #: Backbone name -> folder under ``--out``.
 FOLDERS = {"text-to-image": "synthego-sd", "vlm": "synthego-vlm"}
@@ -37,6 +40,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="multiply every recipe's step counts (e.g. 0.1 for a trial run)")
     parser.add_argument("--force", action="store_true",
                         help="replace existing backbone folders")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the saved state of an unfinished build instead of resuming")
     parser.add_argument("--eval-every", type=int, default=1000,
                         help="score the VLM's grounding every N steps (0: at the end only)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -67,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         target = args.out / FOLDERS[name]
         if target.exists():
             shutil.rmtree(target)
+        if args.restart:
+            shutil.rmtree(partial_dir(target), ignore_errors=True)
         print(f"{name}: training into {target}", flush=True)
         if name == "text-to-image":
             recipe = TextToImageRecipe(seed=args.seed)

@@ -17,6 +17,7 @@ timesteps follow a logit-normal density.
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from lego.models.editing.components import (
 from lego.models.editing.timesteps import draw_timesteps
 from lego.synthego import vocabulary, world
 from lego.zoo.card import machine, write_card
+from lego.zoo.checkpoint import load_state, partial_dir, save_state
 from lego.zoo.scenes import ObjectFact, caption, render_pool
 
 
@@ -75,7 +77,7 @@ class TextToImageRecipe:
 
     seed: int = 0
     scenes: int = 20000
-    steps: int = 8000
+    steps: int = 6000
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 100
@@ -209,6 +211,7 @@ def train_text_to_image(
     progress: bool = True,
     log: Callable[[str], None] = print,
     command: str = "python -m lego backbones --only text-to-image",
+    checkpoint_every: int = 500,
 ) -> dict[str, Any]:
     """Train the SynthEgo text-to-image model and save it, scored, with its card.
 
@@ -218,6 +221,8 @@ def train_text_to_image(
         progress: Show progress bars.
         log: Where progress lines go (one every tenth of the run).
         command: The command recorded on the card.
+        checkpoint_every: Save the training state every this many steps (0: never); a build
+            started again with the same recipe resumes from it (:mod:`lego.zoo.checkpoint`).
 
     Returns:
         The scores on held-out scenes (see :func:`palette_scores`).
@@ -246,10 +251,21 @@ def train_text_to_image(
     scale = float(vae.config.scaling_factor)
     unet.train()
     text_encoder.train(recipe.train_text_encoder)
-    torch.manual_seed(recipe.seed)  # loading may draw from the global generator once a process
+    parts: dict[str, Any] = {"unet": unet, "optimizer": optimizer, "ema": ema}
+    if ema_text is not None:
+        parts.update(text_encoder=text_encoder, ema_text=ema_text)
     losses: list[float] = []
+    start = 1
+    resumed = load_state(out_dir, asdict(recipe), parts, rng)
+    if resumed is not None:
+        start, losses = resumed[0] + 1, list(resumed[1]["losses"])
+        started -= float(resumed[1]["seconds"])  # the card counts the earlier sessions' time
+        log(f"text-to-image: resuming at step {start} from {partial_dir(out_dir)}")
+    else:
+        torch.manual_seed(recipe.seed)  # loading may draw from the global generator once a process
     every = max(1, recipe.steps // 10)
-    bar = tqdm(range(1, recipe.steps + 1), desc="text-to-image", disable=not progress)
+    bar = tqdm(range(start, recipe.steps + 1), desc="text-to-image", disable=not progress,
+               initial=start - 1, total=recipe.steps)
     for step in bar:
         index = [rng.randrange(len(pool)) for _ in range(recipe.batch_size)]
         frames = pool.frames[index].float() / 127.5 - 1.0
@@ -277,6 +293,9 @@ def train_text_to_image(
         if step % every == 0 or step == recipe.steps:
             log(f"text-to-image step {step}/{recipe.steps}: loss {np.mean(losses[-every:]):.4f}, "
                 f"{time.perf_counter() - started:.0f} s")
+        if checkpoint_every and step % checkpoint_every == 0 and step < recipe.steps:
+            save_state(out_dir, step, asdict(recipe), parts, rng,
+                       {"losses": losses, "seconds": time.perf_counter() - started})
     ema.copy_to(unet.parameters())
     if ema_text is not None:
         ema_text.copy_to(text_encoder.parameters())
@@ -285,6 +304,7 @@ def train_text_to_image(
     text_encoder.requires_grad_(False)
     train_seconds = time.perf_counter() - started
     pipe.save_pretrained(out_dir)
+    shutil.rmtree(partial_dir(out_dir), ignore_errors=True)
     scores = score_pipeline(out_dir, recipe, progress=progress)
     log("text-to-image scores on held-out scenes: " + ", ".join(
         f"{k} {v:.1f}" for k, v in scores.items()))

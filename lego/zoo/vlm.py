@@ -20,6 +20,7 @@ query with an action description, as the paper fine-tunes LLaVA.
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,6 +44,7 @@ from lego.models.instruct.network import (
 )
 from lego.synthego import world
 from lego.zoo.card import machine, write_card
+from lego.zoo.checkpoint import load_state, partial_dir, save_state
 from lego.zoo.scenes import ObjectFact, ScenePool, caption, render_pool
 
 #: Question kinds and their weights in the pretraining mix.
@@ -117,7 +119,7 @@ class VLMRecipe:
     max_easy_objects: int = 5
     vision_steps: int = 400
     vision_batch_size: int = 64
-    steps: int = 10000
+    steps: int = 8000
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 100
@@ -225,6 +227,7 @@ def train_vlm(
     log: Callable[[str], None] = print,
     command: str = "python -m lego backbones --only vlm",
     eval_every: int = 0,
+    checkpoint_every: int = 500,
 ) -> dict[str, float]:
     """Pretrain the SynthEgo VLM and save it (transformers layout), scored, with its card.
 
@@ -235,6 +238,8 @@ def train_vlm(
         log: Where progress lines go.
         command: The command recorded on the card.
         eval_every: Also score grounding every this many phase-2 steps (0: at the end only).
+        checkpoint_every: Save the training state every this many phase-2 steps (0: never); a
+            build started again with the same recipe resumes from it.
 
     Returns:
         Grounding scores on held-out crowded scenes (percent).
@@ -244,13 +249,14 @@ def train_vlm(
     started = time.perf_counter()
     torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
+    init = partial_dir(out_dir) / "init"
     write_synthego_vlm(
-        out_dir, image_size=recipe.image_size, patch_size=recipe.patch_size,
+        init, image_size=recipe.image_size, patch_size=recipe.patch_size,
         vision_hidden=recipe.vision_hidden, vision_layers=recipe.vision_layers,
         text_hidden=recipe.text_hidden, text_layers=recipe.text_layers, heads=recipe.heads,
         seed=recipe.seed, extra_texts=[SHORT_CONVERSATION, *_question_texts()],
     )
-    model, processor = load_vlm(out_dir)
+    model, processor = load_vlm(init)
     crowded = render_pool(recipe.seed, recipe.scenes, size=recipe.image_size, progress=progress)
     easy = render_pool(recipe.seed, recipe.easy_scenes, part="zooeasy", size=recipe.image_size,
                        max_objects=recipe.max_easy_objects, progress=progress)
@@ -280,28 +286,42 @@ def train_vlm(
         images = [_image(pools[k], i) for k, i in items]
         return processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
-    torch.manual_seed(recipe.seed)  # loading may draw from the global generator once a process
+    def pretrain_vision(steps: int) -> dict[str, float]:
+        accuracy = [0.0] * len(DenseHeads.SIZES)
+        bar = tqdm(range(1, steps + 1), desc="VLM vision tower", disable=not progress)
+        for step in bar:
+            items = draw(recipe.vision_batch_size)
+            target = torch.stack([labels[k][i] for k, i in items])
+            loss, accuracy = heads(vision_features(model, pixels(items)), target)
+            set_lr(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", type=f"{accuracy[0]:.2f}")
+        return dict(zip(("type", "colour", "place", "side"), accuracy, strict=True))
+
+    parts = {"model": model, "heads": heads, "optimizer": optimizer}
     history: list[dict[str, Any]] = []
-    bar = tqdm(range(1, recipe.vision_steps + 1), desc="VLM vision tower", disable=not progress)
-    accuracy: list[float] = []
-    for step in bar:
-        items = draw(recipe.vision_batch_size)
-        target = torch.stack([labels[k][i] for k, i in items])
-        loss, accuracy = heads(vision_features(model, pixels(items)), target)
-        set_lr(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", type=f"{accuracy[0]:.2f}")
-    vision = dict(zip(("type", "colour", "place", "side"), accuracy, strict=True))
+    losses: list[float] = []
+    start = 1
+    resumed = load_state(out_dir, asdict(recipe), parts, rng)
+    if resumed is not None:
+        start = resumed[0] + 1
+        extra = resumed[1]
+        losses, history, vision = list(extra["losses"]), list(extra["history"]), extra["vision"]
+        started -= float(extra["seconds"])  # the card counts the earlier sessions' time
+        log(f"VLM: resuming grounding at step {start} from {partial_dir(out_dir)}")
+    else:
+        torch.manual_seed(recipe.seed)  # loading may draw from the global generator once a process
+        vision = pretrain_vision(recipe.vision_steps)
     log("VLM vision tower: patch accuracy " + ", ".join(f"{k} {100 * v:.0f} %"
                                                          for k, v in vision.items()))
     template_full = PromptTemplate()
     template_short = PromptTemplate(conversation=SHORT_CONVERSATION)
     kinds, weights = list(QUESTIONS), list(QUESTIONS.values())
-    losses: list[float] = []
     every = max(1, recipe.steps // 10)
-    bar = tqdm(range(1, recipe.steps + 1), desc="VLM grounding", disable=not progress)
+    bar = tqdm(range(start, recipe.steps + 1), desc="VLM grounding", disable=not progress,
+               initial=start - 1, total=recipe.steps)
     for step in bar:
         items = draw(recipe.batch_size)
         prompts, answers, images = [], [], []
@@ -338,10 +358,15 @@ def train_vlm(
         elif step % every == 0 or step == recipe.steps:
             log(f"VLM grounding step {step}/{recipe.steps}: loss {np.mean(losses[-every:]):.4f}, "
                 f"{time.perf_counter() - started:.0f} s")
+        if checkpoint_every and step % checkpoint_every == 0 and step < recipe.steps:
+            save_state(out_dir, step, asdict(recipe), parts, rng, {
+                "losses": losses, "history": history, "vision": vision,
+                "seconds": time.perf_counter() - started})
     train_seconds = time.perf_counter() - started
     model.eval()
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+    shutil.rmtree(partial_dir(out_dir), ignore_errors=True)
     model, processor = load_vlm(out_dir)  # score what was saved
     scores = grounding_scores(model, processor, held_out, recipe.seed)
     log("VLM grounding on held-out scenes: " + ", ".join(f"{k} {v:.1f} %"

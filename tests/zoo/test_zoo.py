@@ -133,3 +133,56 @@ def test_vlm_builder_writes_a_stock_llava(tmp_path):
     record = json.loads((out / "training.json").read_text())
     assert record["settings"]["patch_size"] == 16
     assert "library_name: transformers" in (out / "README.md").read_text()
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(marker):
+    def log(line):
+        if marker in line:
+            raise Killed(line)
+    return log
+
+
+def test_a_killed_text_to_image_build_resumes_to_the_same_weights(tmp_path):
+    recipe = TextToImageRecipe(scenes=8, steps=4, batch_size=2, eval_scenes=2, sample_steps=1)
+    train_text_to_image(tmp_path / "once", recipe, progress=False, log=lambda _: None,
+                        checkpoint_every=2)
+    with pytest.raises(Killed):
+        train_text_to_image(tmp_path / "twice", recipe, progress=False,
+                            log=kill_at("step 3/4"), checkpoint_every=2)
+    assert (tmp_path / "twice.partial" / "state.pt").is_file()
+    lines = []
+    train_text_to_image(tmp_path / "twice", recipe, progress=False, log=lines.append,
+                        checkpoint_every=2)
+    assert any("resuming at step 3" in line for line in lines)
+    assert not (tmp_path / "twice.partial").exists()
+    a = StableDiffusionPipeline.from_pretrained(tmp_path / "once")
+    b = StableDiffusionPipeline.from_pretrained(tmp_path / "twice")
+    for one, two in ((a.unet, b.unet), (a.text_encoder, b.text_encoder)):
+        sa, sb = one.state_dict(), two.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    other = TextToImageRecipe(scenes=8, steps=5, batch_size=2, eval_scenes=2, sample_steps=1)
+    with pytest.raises(Killed):
+        train_text_to_image(tmp_path / "three", recipe, progress=False,
+                            log=kill_at("step 3/4"), checkpoint_every=2)
+    with pytest.raises(ValueError, match="another recipe"):
+        train_text_to_image(tmp_path / "three", other, progress=False, log=lambda _: None)
+
+
+def test_a_killed_vlm_build_resumes_to_the_same_weights(tmp_path):
+    recipe = VLMRecipe(scenes=8, easy_scenes=4, vision_steps=2, vision_batch_size=4, steps=4,
+                       batch_size=4, eval_scenes=2, vision_hidden=32, vision_layers=1,
+                       text_hidden=32, text_layers=1)
+    train_vlm(tmp_path / "once", recipe, progress=False, log=lambda _: None, checkpoint_every=2)
+    with pytest.raises(Killed):
+        train_vlm(tmp_path / "twice", recipe, progress=False,
+                  log=kill_at("grounding step 3/4"), checkpoint_every=2)
+    lines = []
+    train_vlm(tmp_path / "twice", recipe, progress=False, log=lines.append, checkpoint_every=2)
+    assert any("resuming grounding at step 3" in line for line in lines)
+    a = LlavaForConditionalGeneration.from_pretrained(tmp_path / "once").state_dict()
+    b = LlavaForConditionalGeneration.from_pretrained(tmp_path / "twice").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
