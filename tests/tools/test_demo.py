@@ -1,0 +1,32 @@
+import argparse
+from pathlib import Path
+
+import pytest
+
+from lego.cli import main
+from lego.tools import demo
+
+
+def args(**over):
+    parser = argparse.ArgumentParser()
+    demo.configure_parser(parser)
+    return parser.parse_args([f"--{k}={v}" for k, v in over.items()])
+
+
+def test_stages_run_the_shipped_configs_in_the_paper_order():
+    plan = demo.stages(args(steps=123, **{"vlm-epochs": 3}))
+    assert [name for name, _ in plan] == [
+        "data", "instruct", "describe train", "describe val", "lego fit", "lego test"]
+    for _, command in plan:
+        if "--config" in command:
+            assert Path(command[command.index("--config") + 1]).is_file()
+    fit = dict(plan)["lego fit"]
+    assert "--trainer.max_steps=123" in fit and "configs/synthego/lego.yaml" in fit
+    assert "--trainer.max_epochs=3" in dict(plan)["instruct"]
+
+
+def test_unknown_stage_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--only", "nope"])
+    assert exit_info.value.code == 2
+    assert "unknown stage(s) ['nope']" in capsys.readouterr().err
