@@ -23,7 +23,8 @@ def build_pipeline(module: LegoDiffusionModule, unet: Any = None) -> DiffusionPi
 
     Args:
         module: A built (``configure_model`` called) diffusion module.
-        unet: The UNet to use (default: the EMA weights when EMA is enabled, else the live UNet).
+        unet: The UNet to use (default: the EMA weights when EMA is enabled, else the live UNet;
+            the VLM conditioner always comes with the EMA weights when they cover it).
 
     Returns:
         The pipeline, sharing the module's networks.
@@ -36,18 +37,19 @@ def build_pipeline(module: LegoDiffusionModule, unet: Any = None) -> DiffusionPi
     scheduler = make_sampling_scheduler(
         module.sampler, module.noise_scheduler.config, module.sampler_options
     )
+    ema_unet, conditioner = module.sampling_modules()
     parts = {
         "vae": module.vae,
         "text_encoder": module.text_encoder,
         "tokenizer": module.tokenizer,
-        "unet": unet if unet is not None else module.unet_for_export(),
+        "unet": unet if unet is not None else ema_unet,
         "scheduler": scheduler,
     }
-    if module.vlm_conditioner is None:
+    if conditioner is None:
         return StableDiffusionInstructPix2PixPipeline(
             **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
         )
-    return LegoPipeline(**parts, vlm_conditioner=module.vlm_conditioner)
+    return LegoPipeline(**parts, vlm_conditioner=conditioner)
 
 
 def export_pipeline(module: LegoDiffusionModule, out_dir: Path) -> Path:

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from lego.models.editing.bootstrap import write_diffusion_backbone
 from lego.models.editing.components import (
+    SAMPLING_SPACING,
     load_autoencoder,
     load_noise_scheduler,
     load_text_encoder,
@@ -159,7 +160,7 @@ def build_pipeline(root: Path, recipe: TextToImageRecipe) -> StableDiffusionPipe
     """Write the untrained backbone to ``root`` and load it as a ``StableDiffusionPipeline``.
 
     The pipeline samples with DPM-Solver++ over the backbone's training schedule (clean-latent
-    prediction).
+    prediction), its steps spaced as the diffusion modules space them (first step ``t = 999``).
     """
     write_diffusion_backbone(
         root, vocabulary(), resolution=recipe.resolution, hidden_size=recipe.text_hidden_size,
@@ -173,7 +174,7 @@ def build_pipeline(root: Path, recipe: TextToImageRecipe) -> StableDiffusionPipe
         tokenizer=tokenizer,
         unet=UNet2DConditionModel.from_pretrained(root, subfolder="unet"),
         scheduler=DPMSolverMultistepScheduler.from_config(
-            training.config, algorithm_type="dpmsolver++"
+            training.config, algorithm_type="dpmsolver++", **SAMPLING_SPACING
         ),
         safety_checker=None,
         feature_extractor=None,

@@ -34,11 +34,14 @@ def trained(cls, pretrained, **kwargs):
     )
     module.configure_model()
     with torch.no_grad():
-        for p in module.unet.parameters():
+        for p in module.ema_parameters():
             p.add_(0.01 * torch.randn_like(p))
-    module.ema.step(module.unet.parameters())
+    module.ema.step(module.ema_parameters())
     with torch.no_grad():
         module.unet.conv_in.bias.add_(1.0)  # live weights move on; the EMA does not
+        if module.vlm_conditioner is not None:
+            for p in module.vlm_conditioner.parameters():
+                p.add_(1.0)
     return module.eval()
 
 

@@ -22,6 +22,9 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from lego.models.editing import autoencoder as _autoencoder_module
 
+#: The paper's spacing of the sampling steps (see :func:`make_sampling_scheduler`).
+SAMPLING_SPACING: dict[str, Any] = {"timestep_spacing": "linspace"}
+
 #: What the UNet is trained to predict.
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 
@@ -225,6 +228,11 @@ def make_sampling_scheduler(
 ) -> SchedulerMixin:
     """Build a fresh sampling scheduler of diffusers class ``name`` from a training schedule.
 
+    The steps are spaced as the paper samples (``timestep_spacing: linspace``, the first step at
+    ``t = T - 1``: SD 1.5's hub config with Euler-ancestral), whatever spacing the checkpoint's
+    scheduler config stores (a locally saved ``DDPMScheduler`` says ``leading``: ``t = 991`` at
+    100 steps); ``options`` may still set another.
+
     Args:
         name: A diffusers scheduler class name, e.g. ``EulerAncestralDiscreteScheduler`` or
             ``DPMSolverMultistepScheduler``.
@@ -241,7 +249,7 @@ def make_sampling_scheduler(
     cls = getattr(diffusers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
         raise ValueError(f"{name!r} is not a diffusers scheduler class")
-    return cls.from_config(config, **(options or {}))
+    return cls.from_config(config, **{**SAMPLING_SPACING, **(options or {})})
 
 
 def check_sampler(name: str, config: Any, options: dict[str, Any] | None = None) -> None:

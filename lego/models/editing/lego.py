@@ -72,7 +72,8 @@ class LegoDiffusionModule(ActionFrameGenerator):
         learning_rate: AdamW learning rate (1e-4, constant).
         weight_decay: AdamW weight decay (0.01).
         lr_warmup_steps: Linear warm-up steps (0: constant, as the paper).
-        ema_decay: Decay of the EMA of the UNet used for validation and sampling (0.9999, warm-up
+        ema_decay: Decay of the EMA of the trained weights (the UNet, and the VLM conditioner when
+            it trains) used for validation, sampling and export (0.9999, warm-up
             ``min(decay, (1 + n) / (10 + n))``, updated every micro-batch as the paper). ``None``
             turns EMA off.
         gradient_checkpointing: Recompute UNet activations in the backward pass.
@@ -200,9 +201,9 @@ class LegoDiffusionModule(ActionFrameGenerator):
             if self.freeze_vlm_projection:
                 self.vlm_conditioner.requires_grad_(False)
         if self.ema_decay is not None:
-            self.ema = EMAModel(self.unet.parameters(), decay=self.ema_decay, use_ema_warmup=False)
+            self.ema = EMAModel(self.ema_parameters(), decay=self.ema_decay, use_ema_warmup=False)
             if self._pending_ema_state is not None:
-                self.ema.load_state_dict(self._pending_ema_state)
+                self._load_ema(self._pending_ema_state)
                 self._pending_ema_state = None
         self._built = True
 
@@ -407,7 +408,7 @@ class LegoDiffusionModule(ActionFrameGenerator):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Update the EMA of the UNet (every micro-batch, as the paper's code)."""
         if self.ema is not None:
-            self.ema.step(self.unet.parameters())
+            self.ema.step(self.ema_parameters())
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         """Log the total gradient norm of the trainable weights."""
@@ -447,16 +448,40 @@ class LegoDiffusionModule(ActionFrameGenerator):
         }
 
     # ------------------------------------------------------------------------------- EMA
+    def ema_modules(self) -> list[torch.nn.Module]:
+        """The modules whose weights the EMA averages: the UNet, and the VLM conditioner when it
+        trains (sampling pairs the averaged UNet with the averaged conditioner)."""
+        modules: list[torch.nn.Module] = [self.unet]
+        if self.vlm_conditioner is not None and not self.freeze_vlm_projection:
+            modules.append(self.vlm_conditioner)
+        return modules
+
+    def ema_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters of :meth:`ema_modules`, in a fixed order."""
+        return [p for module in self.ema_modules() for p in module.parameters()]
+
+    def _load_ema(self, state: dict[str, Any]) -> None:
+        assert self.ema is not None
+        count = len(self.ema_parameters())
+        if len(state.get("shadow_params", [])) != count:
+            raise ValueError(
+                f"the checkpoint's EMA holds {len(state.get('shadow_params', []))} tensors but "
+                f"{type(self).__name__} averages {count} (UNet"
+                + (" and VLM conditioner" if len(self.ema_modules()) > 1 else "")
+                + "); it was saved by another model or version"
+            )
+        self.ema.load_state_dict(state)
+
     def _swap_in_ema(self) -> None:
         if self.ema is not None and not self._ema_swapped:
             self.ema.to(self.device)
-            self.ema.store(self.unet.parameters())
-            self.ema.copy_to(self.unet.parameters())
+            self.ema.store(self.ema_parameters())
+            self.ema.copy_to(self.ema_parameters())
             self._ema_swapped = True
 
     def _swap_out_ema(self) -> None:
         if self.ema is not None and self._ema_swapped:
-            self.ema.restore(self.unet.parameters())
+            self.ema.restore(self.ema_parameters())
             self._ema_swapped = False
 
     def on_fit_start(self) -> None:
@@ -491,25 +516,32 @@ class LegoDiffusionModule(ActionFrameGenerator):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the EMA weights next to the model's state."""
         if self.ema is not None:
-            checkpoint["unet_ema"] = self.ema.state_dict()
+            checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the EMA weights (now, or once the model is built)."""
-        state = checkpoint.get("unet_ema")
+        """Restore the EMA weights (now, or once the model is built).
+
+        Raises:
+            ValueError: If the checkpoint's EMA does not cover the same weights.
+        """
+        state = checkpoint.get("ema")
         if state is None:
             return
         if self.ema is not None:
-            self.ema.load_state_dict(state)
+            self._load_ema(state)
         else:
             self._pending_ema_state = state
 
-    def unet_for_export(self) -> Any:
-        """The UNet with the weights used for sampling (EMA when enabled), as a new module."""
+    def sampling_modules(self) -> tuple[Any, VLMConditioner | None]:
+        """Copies of the UNet and the VLM conditioner with the weights used for sampling (the
+        EMA weights when enabled)."""
         unet = copy.deepcopy(self.unet)
-        if self.ema is not None:
+        conditioner = copy.deepcopy(self.vlm_conditioner)
+        if self.ema is not None and not self._ema_swapped:
+            copies = [unet] + ([conditioner] if len(self.ema_modules()) > 1 else [])
             self.ema.to(self.device)
-            self.ema.copy_to(unet.parameters())
-        return unet
+            self.ema.copy_to([p for module in copies for p in module.parameters()])
+        return unet, conditioner
 
     # ------------------------------------------------------------------------------- sampling
     @torch.no_grad()

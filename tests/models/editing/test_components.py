@@ -139,3 +139,20 @@ def test_sampler_check_runs_under_an_accelerator_default_device():
         check_sampler("DPMSolverMultistepScheduler", config)
     finally:
         torch.set_default_device(None)
+
+
+@pytest.mark.parametrize("stored", ["leading", "trailing", "linspace"])
+def test_sampling_starts_at_the_last_timestep_whatever_the_checkpoint_stores(stored):
+    from diffusers import DDPMScheduler
+
+    from lego.models.editing.components import make_sampling_scheduler
+
+    config = DDPMScheduler(num_train_timesteps=1000, steps_offset=1, timestep_spacing=stored).config
+    for name in ("EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler"):
+        scheduler = make_sampling_scheduler(name, config)
+        scheduler.set_timesteps(100)
+        assert int(scheduler.timesteps[0]) == 999, (name, stored)
+    scheduler = make_sampling_scheduler("EulerAncestralDiscreteScheduler", config,
+                                        {"timestep_spacing": "leading"})
+    scheduler.set_timesteps(100)
+    assert int(scheduler.timesteps[0]) == 991  # an explicit option still wins

@@ -72,7 +72,7 @@ def test_fit_then_test_through_the_cli(shipped, synthego_backbone, synthego_root
     assert len(ckpts) == 1
     checkpoint = torch.load(ckpts[0], map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 4
-    assert "unet_ema" in checkpoint
+    assert "ema" in checkpoint
     assert any(k.startswith("unet.conv_in") for k in checkpoint["state_dict"])
     cls = InstructPix2PixModule if "ip2p" in shipped else LegoDiffusionModule
     restored = cls.load_from_checkpoint(ckpts[0])

@@ -200,3 +200,34 @@ def test_gradient_checkpointing_option(synthego_backbone):
     module.diffusion_loss(make_batch(2)).backward()
     assert module.unet.conv_in.weight.grad is not None
     assert not build(InstructPix2PixModule, synthego_backbone).unet.is_gradient_checkpointing
+
+
+def test_ema_averages_the_vlm_conditioner_with_the_unet(synthego_backbone):
+    """Sampling pairs the averaged UNet with the averaged conditioner, never the live one."""
+    module = build(LegoDiffusionModule, synthego_backbone, vlm_dim=16, ema_decay=0.5)
+    assert len(module.ema.shadow_params) == len(list(module.unet.parameters())) + len(
+        list(module.vlm_conditioner.parameters()))
+    averaged = [p.detach().clone() for p in module.vlm_conditioner.parameters()]
+    with torch.no_grad():
+        for p in module.vlm_conditioner.parameters():
+            p.add_(1.0)  # the live conditioner moves on; the EMA (not stepped) does not
+    module.on_test_epoch_start()
+    for p, a in zip(module.vlm_conditioner.parameters(), averaged, strict=True):
+        torch.testing.assert_close(p, a)
+    module.on_test_epoch_end()
+    live = next(module.vlm_conditioner.parameters())
+    assert torch.equal(live, averaged[0] + 1.0)
+    _, conditioner = module.sampling_modules()
+    torch.testing.assert_close(next(conditioner.parameters()), averaged[0])
+    frozen = build(LegoDiffusionModule, synthego_backbone, vlm_dim=16, ema_decay=0.5,
+                   freeze_vlm_projection=True)
+    assert len(frozen.ema.shadow_params) == len(list(frozen.unet.parameters()))
+
+
+def test_checkpoint_ema_of_other_weights_is_refused(synthego_backbone):
+    lego = build(LegoDiffusionModule, synthego_backbone, vlm_dim=16, ema_decay=0.5)
+    ip2p = build(InstructPix2PixModule, synthego_backbone, ema_decay=0.5)
+    checkpoint = {}
+    ip2p.on_save_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match=r"EMA holds 2\d+ tensors .* averages 3\d+ \(UNet and VLM"):
+        lego.on_load_checkpoint(checkpoint)
