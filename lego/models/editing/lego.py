@@ -450,7 +450,8 @@ class LegoDiffusionModule(ActionFrameGenerator):
     # ------------------------------------------------------------------------------- EMA
     def ema_modules(self) -> list[torch.nn.Module]:
         """The modules whose weights the EMA averages: the UNet, and the VLM conditioner when it
-        trains (sampling pairs the averaged UNet with the averaged conditioner)."""
+        trains (sampling pairs the averaged UNet with the averaged conditioner).
+        """
         modules: list[torch.nn.Module] = [self.unet]
         if self.vlm_conditioner is not None and not self.freeze_vlm_projection:
             modules.append(self.vlm_conditioner)
@@ -534,7 +535,8 @@ class LegoDiffusionModule(ActionFrameGenerator):
 
     def sampling_modules(self) -> tuple[Any, VLMConditioner | None]:
         """Copies of the UNet and the VLM conditioner with the weights used for sampling (the
-        EMA weights when enabled)."""
+        EMA weights when enabled).
+        """
         unet = copy.deepcopy(self.unet)
         conditioner = copy.deepcopy(self.vlm_conditioner)
         if self.ema is not None and not self._ema_swapped:
