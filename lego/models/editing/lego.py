@@ -449,8 +449,10 @@ class LegoDiffusionModule(ActionFrameGenerator):
 
     # ------------------------------------------------------------------------------- EMA
     def ema_modules(self) -> list[torch.nn.Module]:
-        """The modules whose weights the EMA averages: the UNet, and the VLM conditioner when it
-        trains (sampling pairs the averaged UNet with the averaged conditioner).
+        """The modules whose weights the EMA averages.
+
+        The UNet, and the VLM conditioner when it trains: sampling pairs the averaged UNet with
+        the averaged conditioner.
         """
         modules: list[torch.nn.Module] = [self.unet]
         if self.vlm_conditioner is not None and not self.freeze_vlm_projection:
@@ -534,8 +536,9 @@ class LegoDiffusionModule(ActionFrameGenerator):
             self._pending_ema_state = state
 
     def sampling_modules(self) -> tuple[Any, VLMConditioner | None]:
-        """Copies of the UNet and the VLM conditioner with the weights used for sampling (the
-        EMA weights when enabled).
+        """Copies of the UNet and the VLM conditioner with the weights used for sampling.
+
+        These are the EMA weights when the EMA is enabled.
         """
         unet = copy.deepcopy(self.unet)
         conditioner = copy.deepcopy(self.vlm_conditioner)
