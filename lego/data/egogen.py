@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -348,6 +349,8 @@ class EgoGenDataModule(LightningDataModule):
             enriched with VLM descriptions).
         curated_file: The curated conversation list; default
             ``<root>/curation_from_gpt/<name>_for_tuning_forecasting.json`` when it exists.
+        curated_only: Train only on the records with a curated answer (instruction tuning: the
+            paper's curated file covers part of the train split); the count used is logged.
         max_samples: Keep only the first N records of each split (quick experiments).
         shuffle: Shuffle the training split.
         features: VLM features attached to each sample (``vlm_image``, ``vlm_text``,
@@ -380,6 +383,7 @@ class EgoGenDataModule(LightningDataModule):
         check_frames: FrameCheck = "open",
         records_dir: Path | None = None,
         curated_file: Path | None = None,
+        curated_only: bool = False,
         max_samples: int | None = None,
         shuffle: bool = True,
         features: Path | None = None,
@@ -409,6 +413,7 @@ class EgoGenDataModule(LightningDataModule):
         self.check_frames = check_frames
         self.records_dir = Path(records_dir) if records_dir is not None else self.root
         self.curated_file = Path(curated_file) if curated_file is not None else None
+        self.curated_only = curated_only
         self.max_samples = max_samples
         self.shuffle = shuffle
         #: A reader injected for every split (overrides ``features``).
@@ -643,8 +648,19 @@ class EgoGenDataModule(LightningDataModule):
         Returns:
             The dataset.
         """
+        records = self._checked(split, require_targets)
+        if self.curated_only and split == self.train_split:
+            total = len(records)
+            records = [r for r in records if r.curated]
+            if not records:
+                raise DataFormatError(
+                    f"curated_only: none of the {total} records of {self.records_file(split)} has "
+                    f"a curated answer in {self.curated_file or self.default_curated_file()}"
+                )
+            rank_zero_info(f"{self.name}/{split}: training on the {len(records)} of {total} "
+                           "records that have a curated answer")
         return EgoGenDataset(
-            self._checked(split, require_targets),
+            records,
             resolution=self.resolution,
             flip_prob=self.flip_prob if train else 0.0,
             feature_reader=self.features_for(split),

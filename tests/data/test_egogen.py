@@ -222,6 +222,27 @@ def test_skip_bad_records_logs_each_and_total(ego4d_root, caplog):
     assert "Skipped 2 bad record(s)" in text
 
 
+def test_curated_only_trains_on_the_records_with_an_answer(ego4d_root, caplog):
+    """The release's curated file covers part of the train split (about 19k of 85k on Ego4D)."""
+    path = ego4d_root / "curation_from_gpt/ego4d_for_tuning_forecasting.json"
+    conversations = json.loads(path.read_text())
+    path.write_text(json.dumps(conversations[:2]))
+    everything = make_dm(ego4d_root)
+    everything.setup("fit")
+    assert sum(r.curated is not None for r in everything.datasets["train"].records) == 2
+    assert len(everything.datasets["train"]) == 6  # without the option: every record
+    caplog.set_level(logging.INFO)
+    dm = make_dm(ego4d_root, curated_only=True)
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 2
+    assert all(r.curated for r in dm.datasets["train"].records)
+    assert len(dm.datasets["val"]) == 6  # validation keeps every record
+    assert "training on the 2 of 6 records that have a curated answer" in caplog.text
+    path.write_text("[]")
+    with pytest.raises(DataFormatError, match="none of the 6 records"):
+        make_dm(ego4d_root, curated_only=True).setup("fit")
+
+
 def test_malformed_curated_file(ego4d_root):
     (ego4d_root / "curation_from_gpt/ego4d_for_tuning_forecasting.json").write_text(
         json.dumps([{"id": "x", "conversations": []}]))
