@@ -306,7 +306,7 @@ def train_text_to_image(
     train_seconds = time.perf_counter() - started
     pipe.save_pretrained(out_dir)
     shutil.rmtree(partial_dir(out_dir), ignore_errors=True)
-    scores = score_pipeline(out_dir, recipe, progress=progress)
+    scores = score_pipeline(out_dir, recipe, progress=progress, samples=out_dir / "samples.png")
     log("text-to-image scores on held-out scenes: " + ", ".join(
         f"{k} {v:.1f}" for k, v in scores.items()))
     write_card(
@@ -354,16 +354,24 @@ def train_text_to_image(
 
 
 def score_pipeline(
-    folder: Path, recipe: TextToImageRecipe, progress: bool = False
+    folder: Path, recipe: TextToImageRecipe, progress: bool = False, samples: Path | None = None,
 ) -> dict[str, float]:
     """Load a saved pipeline with stock diffusers, generate held-out captions and score them.
 
-    Also writes ``samples.png`` (the first 16 frames) into the folder.
+    Args:
+        folder: The pipeline folder.
+        recipe: Its recipe (seed, resolution, held-out scenes, guidance, steps).
+        progress: Show progress bars.
+        samples: Also write the first 16 frames here as a PNG grid.
+
+    Returns:
+        See :func:`palette_scores`.
     """
     pipe = StableDiffusionPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     pool = render_pool(recipe.seed, recipe.eval_scenes, part="zooval",
                        size=recipe.resolution, progress=progress)
     images = generate(pipe, [caption(o) for o in pool.objects], recipe)
-    save_image(images[:16], Path(folder) / "samples.png", nrow=8, padding=1)
+    if samples is not None:
+        save_image(images[:16], samples, nrow=8, padding=1)
     return palette_scores(images, pool.objects)
