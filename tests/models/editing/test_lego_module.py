@@ -5,6 +5,7 @@ import torch
 from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
 
 from lego.models.editing import InstructPix2PixModule, LegoDiffusionModule
+from lego.models.editing.components import SAMPLING_SPACING
 from lego.models.editing.guidance import sample_generators
 from tests.models.editing.editing_helpers import make_batch
 
@@ -175,7 +176,9 @@ def test_ip2p_sampler_matches_stock_diffusers_pipeline(kl_backbone):
         text_encoder=module.text_encoder,
         tokenizer=module.tokenizer,
         unet=module.unet,
-        scheduler=EulerAncestralDiscreteScheduler.from_config(module.noise_scheduler.config),
+        scheduler=EulerAncestralDiscreteScheduler.from_config(
+            module.noise_scheduler.config, **SAMPLING_SPACING  # the paper's spacing, as ours
+        ),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
