@@ -3,7 +3,8 @@
 The stages are the commands a user types (each a separate ``python -m lego`` process):
 SynthEgo generation, instruction tuning of ``pretrained/synthego-vlm``, the describe stage on
 train and val, LEGO training from ``pretrained/synthego-sd`` on the VLM's descriptions, and the
-test. Each stage's wall time and peak memory are printed at the end and written to
+test. Then it draws the first val pairs with LEGO's frames (``<outputs>/lego_val.png``).
+Each stage's wall time and peak memory are printed at the end and written to
 ``--report`` (JSON) with the description accuracy and the test metrics.
 """
 
@@ -23,6 +24,10 @@ LEGO = [sys.executable, "-m", "lego"]
 #: The dataset root the SynthEgo configs read.
 DATA = "data/synthego"
 QUIET = "--trainer.enable_progress_bar=false"
+#: Where the describe stage writes the enriched records and the test writes LEGO's frames
+#: (configs/synthego/describe.yaml and lego.yaml).
+RECORDS = "features/synthego/records"
+FRAMES = "logs/synthego_lego/frames"
 
 
 def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -53,7 +58,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 #: feature cache; a new fit would write last-v1.ckpt beside the old last.ckpt; old frames).
 STALE = {
     "describe train": ["features/synthego"],
-    "lego fit": ["logs/demo_lego/demo", "logs/synthego_lego/frames"],
+    "lego fit": ["logs/demo_lego/demo", FRAMES],
 }
 
 
@@ -97,6 +102,16 @@ def _figures() -> dict[str, Any]:
     return figures
 
 
+def _picture(outputs: Path) -> Path:
+    """The first val pairs: input | LEGO's frame | the true action frame | label, description."""
+    from lego.synthego import write_grid
+
+    return write_grid(Path(RECORDS) / "synthego_val.json", Path(DATA) / "EgoGen/synthego/val",
+                      outputs / "lego_val.png", n=8, cell=96,
+                      generated=[("LEGO", Path(FRAMES))],
+                      description_key="llava_forecast_finetune")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the stages, stop at the first failure, and report.
 
@@ -125,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             code = result["exit_code"]
             print(f"error: stage {name!r} failed (exit {code})", file=sys.stderr)
             break
+    picture = _picture(args.outputs) if code == 0 and "lego test" in dict(plan) else None
     total = sum(r["seconds"] for r in results)
     print("\n| stage | wall time | peak memory |\n|---|---|---|")
     for r in results:
@@ -136,4 +152,6 @@ def run(args: argparse.Namespace) -> int:
                                   "stages": results, "total_seconds": round(total, 1),
                                   **_figures()}, indent=2) + "\n")
     print(f"report: {report}")
+    if picture is not None:
+        print(f"val pairs (input | LEGO | action frame | label, VLM description): {picture}")
     return code

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lego.data.egogen import DataFormatError
 from lego.data.narration import clean_ego4d_narration
 from lego.synthego import generate, vocabulary, world, write_grid
 from lego.synthego.world import tokenize_words
@@ -144,6 +145,25 @@ def test_sample_grid(synthego_root, tmp_path):
     assert img.size == (5 * 64, 4 * 64)
     arr = np.asarray(img)
     assert arr[:, :64].std() > 10  # frames were pasted, not left blank
+
+
+def test_grid_with_generated_frames(synthego_root, tmp_path):
+    val = synthego_root / "EgoGen/synthego/val"
+    records = json.loads((synthego_root / "synthego_val.json").read_text())
+    clip = next(iter(records))
+    target = records[clip][next(iter(records[clip]))]["image_1"]
+    generated = tmp_path / "frames"
+    (generated / target).parent.mkdir(parents=True)
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(generated / target)  # pure red "generated" frame
+    out = write_grid(synthego_root / "synthego_val.json", val, tmp_path / "grid.png", n=1,
+                     cell=32, generated=[("LEGO", generated)], description_key="action")
+    arr = np.asarray(Image.open(out))
+    assert arr.shape == (14 + 32, 6 * 32, 3)  # title strip; input | LEGO | action frame | text
+    assert (arr[14:, 32:64] == [255, 0, 0]).all()  # the generated frame in its column
+    assert not (arr[14:, :32] == [255, 0, 0]).all()
+    with pytest.raises(DataFormatError, match="frame not found"):
+        write_grid(synthego_root / "synthego_val.json", val, tmp_path / "grid2.png", n=2,
+                   generated=[("LEGO", generated)])  # the second record has no generated frame
 
 
 def test_wide_frames(tmp_path):

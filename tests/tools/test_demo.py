@@ -30,3 +30,14 @@ def test_unknown_stage_is_refused(capsys):
         main(["demo", "--only", "nope"])
     assert exit_info.value.code == 2
     assert "unknown stage(s) ['nope']" in capsys.readouterr().err
+
+
+def test_picture_reads_where_the_configs_write():
+    import yaml
+
+    describe = yaml.safe_load(Path("configs/synthego/describe.yaml").read_text())
+    lego = yaml.safe_load(Path("configs/synthego/lego.yaml").read_text())
+    writer = next(c for c in lego["trainer"]["callbacks"] if c["class_path"] == "FramesWriter")
+    assert writer["init_args"]["output_dir"] == demo.FRAMES
+    assert lego["data"]["init_args"]["records_dir"] == demo.RECORDS
+    assert demo.RECORDS in yaml.safe_dump(describe)
