@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lego.hub import BLIP_BASE, BLIP_LARGE, CLIP_VIT_L14, DISTILBERT, LEGO_METRICS
+
 #: Folders, relative to the weights directory, searched before a recursive search.
 #: Hugging Face repository of the paper's metric weights.
-METRICS_REPO = "bolinlai/LEGO-Metrics"
+METRICS_REPO = LEGO_METRICS
 
 SEARCH_FOLDERS = (
     "",
@@ -73,12 +75,12 @@ WEIGHTS: dict[str, WeightSpec] = {
                    hub_repo=METRICS_REPO),
         WeightSpec("distilbert", "distilbert-base-uncased", True,
                    "HF distilbert-base-uncased (tokenizer + config for the EgoVLP text branch)",
-                   ("models--distilbert-base-uncased",), hub_repo="distilbert-base-uncased"),
+                   ("models--distilbert-base-uncased",), hub_repo=DISTILBERT),
         WeightSpec("clip", "clip-vit-large-patch14", True,
                    "HF openai/clip-vit-large-patch14 (transformers layout), or OpenAI clip's "
                    "ViT-L-14.pt",
                    ("models--openai--clip-vit-large-patch14",),
-                   hub_repo="openai/clip-vit-large-patch14", original="ViT-L-14.pt"),
+                   hub_repo=CLIP_VIT_L14, original="ViT-L-14.pt"),
         WeightSpec("inception", "pt_inception-2015-12-05-6726825d.pth", False,
                    "pytorch-fid release (mseitzer/pytorch-fid)",
                    url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -93,13 +95,13 @@ WEIGHTS: dict[str, WeightSpec] = {
                    "HF Salesforce/blip-image-captioning-base (transformers layout), or "
                    "model_base_caption_capfilt_large.pth of HF bolinlai/LEGO-Metrics",
                    ("models--Salesforce--blip-image-captioning-base",),
-                   hub_repo="Salesforce/blip-image-captioning-base",
+                   hub_repo=BLIP_BASE,
                    original="model_base_caption_capfilt_large.pth"),
         WeightSpec("blip_large", "blip-image-captioning-large", True,
                    "HF Salesforce/blip-image-captioning-large (transformers layout), or "
                    "model_large_caption.pth of HF bolinlai/LEGO-Metrics",
                    ("models--Salesforce--blip-image-captioning-large",),
-                   hub_repo="Salesforce/blip-image-captioning-large",
+                   hub_repo=BLIP_LARGE,
                    original="model_large_caption.pth"),
     )
 }

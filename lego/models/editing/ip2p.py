@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from lego.hub import INSTRUCT_PIX2PIX
 from lego.models.editing.components import PredictionType
 from lego.models.editing.lego import LegoDiffusionModule
 from lego.models.editing.timesteps import TimestepSampling
@@ -51,7 +52,7 @@ class InstructPix2PixModule(LegoDiffusionModule):
 
     def __init__(
         self,
-        pretrained: str = "timbrooks/instruct-pix2pix",
+        pretrained: str = INSTRUCT_PIX2PIX,
         prediction_type: PredictionType = "epsilon",
         conditioning_dropout: float = 0.05,
         timestep_sampling: TimestepSampling = "uniform",

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lego.batch import EgoBatch, GeneratedFrames
+from lego.hub import STABLE_DIFFUSION_15
 from lego.models.editing.base import ActionFrameGenerator
 from lego.models.editing.components import (
     PredictionType,
@@ -50,7 +51,8 @@ class LegoDiffusionModule(ActionFrameGenerator):
     frozen autoencoder, a frozen CLIP text encoder and its tokenizer, and the noise schedule.
 
     Args:
-        pretrained: Diffusers-layout directory or hub id (``runwayml/stable-diffusion-v1-5``).
+        pretrained: Diffusers-layout directory or hub id (default: SD 1.5,
+            ``lego.hub.STABLE_DIFFUSION_15``).
         vlm_dim: Width ``D`` of the VLM embeddings in the batches (5120 for LLaVA-13B). ``None``
             turns VLM conditioning off: the model is then InstructPix2Pix.
         freeze_vlm_projection: Keep the VLM projections and mixer at their random initialisation
@@ -96,7 +98,7 @@ class LegoDiffusionModule(ActionFrameGenerator):
 
     def __init__(
         self,
-        pretrained: str = "runwayml/stable-diffusion-v1-5",
+        pretrained: str = STABLE_DIFFUSION_15,
         vlm_dim: int | None = None,
         freeze_vlm_projection: bool = False,
         vlm_num_layers: int = 2,

@@ -1,7 +1,7 @@
 """Stable Diffusion 1.5's architecture, for random-weight models at the paper's real shapes.
 
 The configs of the UNet, the autoencoder and the CLIP ViT-L/14 text encoder that LEGO starts
-from (``runwayml/stable-diffusion-v1-5``). Shape checks (the real-size config on the meta
+from (``lego.hub.STABLE_DIFFUSION_15``). Shape checks (the real-size config on the meta
 device) and GPU benchmarks build models from them without downloading the weights.
 """
 

@@ -3,6 +3,7 @@ import torch
 import yaml
 from diffusers import UNet2DConditionModel
 
+from lego.hub import STABLE_DIFFUSION_15
 from lego.models.editing.components import grow_conv_in
 from lego.models.editing.conditioning import (
     VLMConditioner,
@@ -80,7 +81,7 @@ def test_text_mask_is_an_option():
 def test_real_size_config_on_meta_device_gives_sd15_shapes_and_410_tokens():
     with open("configs/ego4d/lego.yaml") as f:
         model_args = yaml.safe_load(f)["model"]["init_args"]
-    assert model_args["pretrained"] == "runwayml/stable-diffusion-v1-5"
+    assert model_args["pretrained"] == STABLE_DIFFUSION_15
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(SD15_UNET)
         grow_conv_in(unet, 8)
