@@ -1,0 +1,36 @@
+"""The real-dataset configs run the paper's rows."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lego import hub
+
+REAL = ["ego4d", "epic_kitchens"]
+
+
+def load(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+@pytest.mark.parametrize("dataset", REAL)
+def test_ip2p_is_the_papers_row(dataset):
+    """The paper's IP2P: the LEGO recipe without the VLM, from SD 1.5, on the raw narration."""
+    ip2p, lego = load(f"configs/{dataset}/ip2p.yaml"), load(f"configs/{dataset}/lego.yaml")
+    assert ip2p["model"]["class_path"] == "InstructPix2PixModule"
+    assert ip2p["model"]["init_args"]["pretrained"] == hub.STABLE_DIFFUSION_15
+    assert lego["model"]["init_args"]["pretrained"] == hub.STABLE_DIFFUSION_15
+    assert ip2p["data"]["init_args"]["text_source"] == "raw_action"
+    for key in ("learning_rate", "weight_decay", "ema_decay", "num_inference_steps",
+                "text_guidance_scale", "image_guidance_scale", "sampler"):
+        assert ip2p["model"]["init_args"][key] == lego["model"]["init_args"][key], key
+    for key in ("devices", "accumulate_grad_batches", "max_epochs"):
+        assert ip2p["trainer"][key] == lego["trainer"][key], key
+
+
+@pytest.mark.parametrize("dataset", REAL)
+def test_released_instruct_pix2pix_is_a_named_variant(dataset):
+    variant = load(f"configs/{dataset}/ip2p_timbrooks.yaml")
+    assert variant["model"]["init_args"]["pretrained"] == hub.INSTRUCT_PIX2PIX
+    assert variant["trainer"]["logger"]["init_args"]["name"] == f"{dataset}_ip2p_timbrooks"
