@@ -34,3 +34,10 @@ def test_released_instruct_pix2pix_is_a_named_variant(dataset):
     variant = load(f"configs/{dataset}/ip2p_timbrooks.yaml")
     assert variant["model"]["init_args"]["pretrained"] == hub.INSTRUCT_PIX2PIX
     assert variant["trainer"]["logger"]["init_args"]["name"] == f"{dataset}_ip2p_timbrooks"
+
+
+@pytest.mark.parametrize("dataset", REAL)
+def test_lora_tuning_uses_llavas_lora_learning_rates(dataset):
+    model = load(f"configs/{dataset}/instruct.yaml")["model"]["init_args"]
+    assert model["finetune"] == "lora"
+    assert model["learning_rate"] == 2e-4 and model["projector_learning_rate"] == 2e-5

@@ -28,6 +28,7 @@ from lego.models.instruct.network import (
     TrainingInputs,
     apply_lora,
     build_training_inputs,
+    find_projector,
     fold_projector,
     freeze_vision_tower,
     generate_with_embeddings,
@@ -77,7 +78,10 @@ class VisualInstructionTuning(LightningModule):
         image_source: ``file`` (the original frame through the processor) or ``batch``.
         max_length: Longest accepted sequence; longer samples are an error.
         max_action_chars: Longest accepted action label.
-        learning_rate: Peak learning rate (paper: 2e-5).
+        learning_rate: Peak learning rate (paper: 2e-5 for full fine-tuning; LLaVA's LoRA recipe
+            uses 2e-4).
+        projector_learning_rate: Peak learning rate of the multimodal projector (``None``: the
+            same as ``learning_rate``; LLaVA's LoRA recipe keeps the projector at 2e-5).
         weight_decay: AdamW weight decay (paper: 0).
         warmup_ratio: Fraction of the steps with a linear warmup (paper: 0.03).
         lr_schedule: After warmup: ``constant`` (what the paper's run effectively used) or
@@ -122,6 +126,7 @@ class VisualInstructionTuning(LightningModule):
         max_length: int = 2048,
         max_action_chars: int = 1000,
         learning_rate: float = 2e-5,
+        projector_learning_rate: float | None = None,
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.03,
         lr_schedule: Literal["constant", "cosine"] = "constant",
@@ -446,7 +451,7 @@ class VisualInstructionTuning(LightningModule):
             optimizer = self.optimizer_factory(params)
         else:
             optimizer = torch.optim.AdamW(
-                params,
+                self.parameter_groups(),
                 lr=self.hparams.learning_rate,
                 weight_decay=self.hparams.weight_decay,
                 betas=(0.9, 0.999),
@@ -462,6 +467,22 @@ class VisualInstructionTuning(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The trainable parameters, the projector's in a group of its own learning rate.
+
+        Returns:
+            One group, or two (language model, projector) when ``projector_learning_rate`` is set.
+        """
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        lr = self.hparams.projector_learning_rate
+        if lr is None:
+            return [{"params": trainable}]
+        projector = {id(p) for p in find_projector(self.model).parameters() if p.requires_grad}
+        return [
+            {"params": [p for p in trainable if id(p) not in projector]},
+            {"params": [p for p in trainable if id(p) in projector], "lr": lr},
+        ]
 
     # ----------------------------------------------------------------------------- saving
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from lego.data import SynthEgoDataModule, clean_ego4d_narration, read_records
 from lego.data.egogen import DataFormatError, open_rgb
 from lego.data.features import FeatureCache
 from lego.models.instruct import VisualInstructionTuning
-from lego.models.instruct.network import PromptTemplate
+from lego.models.instruct.network import PromptTemplate, find_projector
 
 
 def write_yaml(path: Path, config: dict) -> Path:
@@ -328,3 +328,22 @@ def test_vlm_yaml_configs_parse(capsys):
         assert "VisualInstructionTuning" in printed, config
         if command == "predict":
             assert "DescriptionWriter" in printed, config
+
+
+def test_projector_learning_rate_is_a_group_of_its_own(tiny_vlm):
+    """LLaVA's LoRA recipe: adapters at 2e-4, the projector at 2e-5."""
+    model = VisualInstructionTuning(str(tiny_vlm), finetune="lora", lora_r=4,
+                                    learning_rate=2e-4, projector_learning_rate=2e-5)
+    model.configure_model()
+    groups = model.parameter_groups()
+    projector = [p for p in find_projector(model.model).parameters() if p.requires_grad]
+    assert len(groups) == 2 and groups[1]["lr"] == 2e-5 and "lr" not in groups[0]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in projector} and projector
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    assert lora and {id(p) for p in lora} <= {id(p) for p in groups[0]["params"]}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in groups for p in g["params"]) == trainable
+
+    same = VisualInstructionTuning(str(tiny_vlm), finetune="lora", lora_r=4)
+    same.configure_model()
+    assert len(same.parameter_groups()) == 1
