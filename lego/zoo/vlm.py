@@ -51,32 +51,11 @@ from lego.zoo.scenes import ObjectFact, ScenePool, caption, render_pool
 QUESTIONS: dict[str, float] = {"about": 3.0, "hand": 1.0, "colour": 1.0, "place": 1.0,
                                "describe": 1.0}
 
-#: Phrasings of each question kind (``{noun}``: the object asked about). The object's name
-#: stands at different places of the sentence, so the model learns to find it by what it says,
-#: not by where it stands (the LEGO query names it in the middle).
-PHRASINGS: dict[str, tuple[str, ...]] = {
-    "about": ("Tell me about the {noun}.",
-              "Tell me about the {noun} that is displayed in the video frame.",
-              "What do you see of the {noun} on the table?"),
-    "hand": ("Which hand is nearer to the {noun}?",
-             "Which hand is nearer to the {noun} that is displayed in the video frame?",
-             "Which hand would reach the {noun} on the table?"),
-    "colour": ("What colour is the {noun}?",
-               "What colour is the {noun} that is displayed in the video frame?",
-               "Of what colour is the {noun} on the table?"),
-    "place": ("Where is the {noun}?",
-              "Where is the {noun} that is displayed in the video frame?",
-              "Where on the table is the {noun} in this picture?"),
-    "describe": ("Describe the table.", "What is displayed in the video frame?"),
-}
-
 #: The chat rendering without the system prompt (LLaMA-2's ``[INST] ... [/INST]``).
 SHORT_CONVERSATION = "[INST] <image>\n{question} [/INST]"
 
 
-def question_answer(
-    kind: str, objects: tuple[ObjectFact, ...], target: int, phrasing: int = 0
-) -> tuple[str, str]:
+def question_answer(kind: str, objects: tuple[ObjectFact, ...], target: int) -> tuple[str, str]:
     """A pretraining question about object ``target`` of a scene, and its answer.
 
     Args:
@@ -84,7 +63,6 @@ def question_answer(
             ``describe`` (every object, in reading order).
         objects: The scene's objects.
         target: Index of the object asked about.
-        phrasing: Which of the kind's :data:`PHRASINGS` (modulo their number).
 
     Returns:
         ``(question, answer)``.
@@ -92,24 +70,20 @@ def question_answer(
     Raises:
         ValueError: For an unknown kind.
     """
-    if kind not in PHRASINGS:
-        raise ValueError(f"unknown question kind {kind!r}")
     o = objects[target]
-    forms = PHRASINGS[kind]
-    question = forms[phrasing % len(forms)].format(noun=o.kind)
     if kind == "about":
-        answer = (f"The {o.colour} {o.kind} is at the {o.place} of the table, near the {o.hand} "
-                  "hand.")
-    elif kind == "hand":
-        answer = f"The {o.hand} hand."
-    elif kind == "colour":
-        answer = f"It is {o.colour}."
-    elif kind == "place":
-        answer = f"It is at the {o.place} of the table."
-    else:
-        text = caption(objects)
-        answer = text[0].upper() + text[1:]
-    return question, answer
+        return (f"Tell me about the {o.kind}.",
+                f"The {o.colour} {o.kind} is at the {o.place} of the table, near the {o.hand} "
+                "hand.")
+    if kind == "hand":
+        return f"Which hand is nearer to the {o.kind}?", f"The {o.hand} hand."
+    if kind == "colour":
+        return f"What colour is the {o.kind}?", f"It is {o.colour}."
+    if kind == "place":
+        return f"Where is the {o.kind}?", f"It is at the {o.place} of the table."
+    if kind == "describe":
+        return "Describe the table.", caption(objects)[0].upper() + caption(objects)[1:]
+    raise ValueError(f"unknown question kind {kind!r}")
 
 
 @dataclass
@@ -353,9 +327,8 @@ def train_vlm(
         prompts, answers, images = [], [], []
         for k, i in items:
             facts = pools[k].objects[i]
-            kind = rng.choices(kinds, weights)[0]
             question, answer = question_answer(
-                kind, facts, rng.randrange(len(facts)), rng.randrange(len(PHRASINGS[kind])))
+                rng.choices(kinds, weights)[0], facts, rng.randrange(len(facts)))
             template = (template_full if rng.random() < recipe.system_prompt_share
                         else template_short)
             prompts.append(template.render(question, processor))
@@ -445,5 +418,5 @@ def train_vlm(
 def _question_texts() -> list[str]:
     """Every wording of the pretraining questions and answers (for the tokenizer)."""
     fact = ObjectFact("cup", "red", "upper left", "left", (0, 0, 1, 1))
-    return [text for kind in QUESTIONS for k in range(len(PHRASINGS[kind]))
-            for text in question_answer(kind, (fact,), 0, k)] + [LLAVA_SYSTEM_PROMPT]
+    return [text for kind in QUESTIONS for text in question_answer(kind, (fact,), 0)] + [
+        LLAVA_SYSTEM_PROMPT]

@@ -14,7 +14,7 @@ from lego.models.editing.components import load_components
 from lego.synthego import world
 from lego.zoo.scenes import ObjectFact, caption, render_pool
 from lego.zoo.text_to_image import TextToImageRecipe, palette_scores, train_text_to_image
-from lego.zoo.vlm import PHRASINGS, QUESTIONS, VLMRecipe, patch_labels, question_answer, train_vlm
+from lego.zoo.vlm import QUESTIONS, VLMRecipe, patch_labels, question_answer, train_vlm
 
 
 def test_pool_is_deterministic_and_never_a_dataset_split():
@@ -64,10 +64,7 @@ def test_pretraining_answers_state_the_true_fields():
     assert (parsed.colour, parsed.object, parsed.place, parsed.hand) == (
         "cyan", "onion", "lower middle", "right")
     for kind in QUESTIONS:
-        questions = {question_answer(kind, (fact,), 0, k)[0] for k in range(len(PHRASINGS[kind]))}
-        assert len(questions) == len(PHRASINGS[kind]) and question_answer(kind, (fact,), 0)[1]
-        if kind != "describe":
-            assert all("onion" in q for q in questions)
+        assert question_answer(kind, (fact,), 0)[1].strip()
     with pytest.raises(ValueError, match="unknown question kind"):
         question_answer("why", (fact,), 0)
 
@@ -134,11 +131,10 @@ def test_vlm_builder_writes_a_stock_llava(tmp_path):
     processor = AutoProcessor.from_pretrained(out)
     assert model.config.image_seq_length == 16 and model.config.text_config.hidden_size == 32
     tokenizer = processor.tokenizer
-    fact = ObjectFact("cup", "red", "upper left", "left", (0, 0, 1, 1))
     for kind in QUESTIONS:
-        for phrasing in range(len(PHRASINGS[kind])):
-            for text in question_answer(kind, (fact,), 0, phrasing):
-                assert tokenizer.unk_token_id not in tokenizer(text).input_ids, text
+        fact = ObjectFact("cup", "red", "upper left", "left", (0, 0, 1, 1))
+        for text in question_answer(kind, (fact,), 0):
+            assert tokenizer.unk_token_id not in tokenizer(text).input_ids, text
     record = json.loads((out / "training.json").read_text())
     assert record["settings"]["patch_size"] == 16
     assert "library_name: transformers" in (out / "README.md").read_text()
