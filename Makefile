@@ -22,8 +22,8 @@ test: setup  ## the default test suite (CPU, offline)
 test-all: setup  ## including slow tests
 	$(PY) -m pytest -q -m ''
 
-DEMO_STEPS ?= 2000
-DEMO_VLM_EPOCHS ?= 2
+DEMO_STEPS ?= 1500
+DEMO_VLM_EPOCHS ?= 6
 demo: setup  ## built-in SynthEgo data + the paper's four stages on CPU with the shipped miniature backbones
 	$(PY) -m lego demo --steps $(DEMO_STEPS) --vlm-epochs $(DEMO_VLM_EPOCHS)
 	@echo "Demo done: SynthEgo in data/synthego (pairs grid: outputs/demo/synthego_pairs.png); the shipped VLM"

@@ -68,8 +68,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: The tool's parser.
     """
-    parser.add_argument("--steps", type=int, default=2000, help="LEGO training steps")
-    parser.add_argument("--vlm-epochs", type=int, default=2, help="instruction tuning epochs")
+    parser.add_argument("--steps", type=int, default=1500, help="LEGO training steps")
+    parser.add_argument("--vlm-epochs", type=int, default=6, help="instruction tuning epochs")
     parser.add_argument("--outputs", type=Path, default=Path("outputs/demo"),
                         help="folder of the demo's pictures and report")
     parser.add_argument("--report", type=Path, default=None,
