@@ -88,7 +88,7 @@ class FramesWriter(BasePredictionWriter):
         self,
         output_dir: Path,
         image_format: ImageFormat = "png",
-        jpeg_quality: int = 95,
+        jpeg_quality: int = 75,
         overwrite: bool = False,
         write_in_test: bool = True,
         metadata_file: Path | None = None,

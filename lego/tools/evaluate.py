@@ -120,6 +120,33 @@ def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start:start + size]
 
 
+#: How far (in 8-bit levels) from 0 and 255 a min-max stretched frame may stay after JPEG
+#: compression; a frame whose extremes are further in was not stretched as the paper's were.
+STRETCH_SLACK = 16
+
+
+def official_file_check(path: Path, image: torch.Tensor) -> list[str]:
+    """Why a generated file cannot be one of the paper's (empty when it can).
+
+    The paper's inference writes each frame min-max stretched (darkest value 0, brightest 255)
+    and saved as JPEG at quality 75; ``--protocol official`` assumes files made that way.
+
+    Args:
+        path: The generated file.
+        image: Its pixels, ``3 x H x W`` in [0, 1].
+
+    Returns:
+        ``"png"`` (lossless, not the paper's JPEG) and / or ``"not_stretched"``.
+    """
+    reasons = []
+    if path.suffix.lower() == ".png":
+        reasons.append("png")
+    levels = image * 255.0
+    if levels.min() > STRETCH_SLACK or levels.max() < 255 - STRETCH_SLACK:
+        reasons.append("not_stretched")
+    return reasons
+
+
 def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Problems]:
     """Score the folders; return the result record and the problems met.
 
@@ -136,6 +163,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Problems]:
         warn=lambda msg: print(f"warning: {msg}", file=sys.stderr),
     ).to(args.device)
     scored = 0
+    not_official: dict[str, list[str]] = {"png": [], "not_stretched": []}
     bar = tqdm(total=len(records), desc="evaluate", unit="img", disable=args.no_progress)
     for chunk in _batches(records, max(1, args.batch_size)):
         pairs = []
@@ -167,6 +195,9 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Problems]:
                     problems.missing_input.append(sid)
             if generated.shape != target.shape:
                 problems.size_mismatch.append(sid)
+            if protocol.name == "official":
+                for reason in official_file_check(gen_path, generated):
+                    not_official[reason].append(sid)
             description = rec.fields.get(args.description_key)
             pairs.append(ScoredPair(sid, generated, target, context,
                                     description if isinstance(description, str) else None))
@@ -188,12 +219,22 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Problems]:
                     continue
                 suite.update_fid(image[None].to(args.device), real=real)
     results = suite.compute()
+    for reason, ids in not_official.items():
+        if ids:
+            what = ("are PNG (the paper's frames are JPEG at quality 75)" if reason == "png"
+                    else "never reach 0 and 255 (the paper's frames are min-max stretched)")
+            print(f"warning: official protocol, but {len(ids)} generated frame(s) {what}: "
+                  f"{', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}; FramesWriter with "
+                  "stretch: minmax, image_format: jpeg, jpeg_quality: 75 writes them as the "
+                  "paper did", file=sys.stderr)
     report = suite.report(
         results, samples=len(records), scored=scored, generated_dir=str(args.generated),
         ground_truth_dir=str(args.ground_truth), records=str(args.records),
         inputs_dir=str(args.inputs) if args.inputs else None, fid_images=fid_counts,
         problems=problems.as_dict(), captions=suite.captions(),
     )
+    if protocol.name == "official":
+        report["not_official_files"] = not_official
     return report, problems
 
 

@@ -41,3 +41,18 @@ def test_lora_tuning_uses_llavas_lora_learning_rates(dataset):
     model = load(f"configs/{dataset}/instruct.yaml")["model"]["init_args"]
     assert model["finetune"] == "lora"
     assert model["learning_rate"] == 2e-4 and model["projector_learning_rate"] == 2e-5
+
+
+@pytest.mark.parametrize("config", ["lego", "ip2p", "ip2p_timbrooks"])
+@pytest.mark.parametrize("dataset", REAL)
+def test_test_writes_and_scores_frames_as_the_paper(dataset, config):
+    callbacks = {c["class_path"]: c.get("init_args", {})
+                 for c in load(f"configs/{dataset}/{config}.yaml")["trainer"]["callbacks"]}
+    writer = callbacks["FramesWriter"]
+    assert (writer["stretch"], writer["image_format"], writer["jpeg_quality"]) == (
+        "minmax", "jpeg", 75)
+    metrics = callbacks["EditMetricsCallback"]
+    assert metrics["protocol"] == "official"
+    name = {"ego4d": "ego4d", "epic_kitchens": "epickitchen"}[dataset]
+    assert metrics["dataset"] == name and metrics["records"].endswith(f"{name}_val.json")
+    assert metrics["ground_truth_dir"].endswith("/val_gt_for_metric")

@@ -144,3 +144,32 @@ def test_weights_download_failure_is_reported(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert "distilbert: download failed" in captured.err
     assert "MISSING  model directory distilbert-base-uncased" in captured.out
+
+
+def test_official_protocol_warns_about_frames_not_written_as_the_papers(
+        tmp_path, synthego_root, weights, capsys):
+    generated, base, ids = _layout(tmp_path, synthego_root, broken=False)
+    records = read_records(synthego_root / "synthego_val.json")
+    # one frame written as the paper's inference does: stretched to 0..255, JPEG q75
+    first = generated / records[0].fields["image_1"]
+    pixels = np.asarray(Image.open(first).convert("RGB"), dtype=np.float32)
+    pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()) * 255
+    first.unlink()
+    Image.fromarray(pixels.astype(np.uint8)).save(first.with_suffix(".jpg"), quality=75)
+    code = tools.run_tool("evaluate", _argv(generated, base, synthego_root, weights,
+                                            "--metrics", "psnr", "--protocol", "official",
+                                            "--output", str(tmp_path / "m.json")))
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "7 generated frame(s) are PNG" in err and ids[1] in err
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert ids[0] not in report["not_official_files"]["png"]
+    assert ids[0] not in report["not_official_files"]["not_stretched"]
+    assert len(report["not_official_files"]["png"]) == 7
+    # copies of SynthEgo input frames do not span 0..255 (a table, not a stretched frame)
+    assert set(report["not_official_files"]["not_stretched"]) <= set(ids[1:])
+    # the clean protocol makes no such claim
+    tools.run_tool("evaluate", _argv(generated, base, synthego_root, weights, "--metrics", "psnr",
+                                     "--output", str(tmp_path / "c.json")))
+    assert "not_official_files" not in json.loads((tmp_path / "c.json").read_text())
+    assert "generated frame(s) are PNG" not in capsys.readouterr().err
