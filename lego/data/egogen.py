@@ -10,7 +10,6 @@ Layout of a dataset root (the paper's release; SynthEgo writes the same)::
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lego.batch import EgoBatch, EgoSample
+from lego.data.features import open_features
+from lego.data.io import DataFormatError, load_json, safe_join
 
 log = logging.getLogger(__name__)
 
@@ -39,39 +40,6 @@ OnBadRecord = Literal["error", "skip"]
 CONVERTIBLE_MODES = frozenset({"RGB", "L", "LA", "RGBA", "RGBa", "P", "PA", "CMYK", "YCbCr", "1"})
 #: Fields every record must carry.
 REQUIRED_FIELDS = ("image_0", "image_1", "action")
-
-
-class DataFormatError(ValueError):
-    """A file of an EgoGen-format dataset is missing, malformed or unsafe.
-
-    The message always names the file and, where there is one, the record.
-    """
-
-
-def load_json(path: Path) -> Any:
-    """Read a JSON file, turning every failure into a :class:`DataFormatError` naming the file.
-
-    Args:
-        path: The file.
-
-    Returns:
-        The parsed JSON value.
-
-    Raises:
-        DataFormatError: If the file is missing, unreadable or not valid JSON.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise DataFormatError(f"{path}: file not found") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataFormatError(f"{path}: cannot read file ({err})") from err
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataFormatError(
-            f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-        ) from err
 
 
 @dataclass(frozen=True)
@@ -127,28 +95,6 @@ def read_records(path: Path) -> list[Record]:
                 )
             records.append(Record(str(clip_id), str(action_id), fields, path))
     return records
-
-
-def safe_join(base: Path, relative: str, where: str) -> Path:
-    """Join a relative path from a data file onto ``base``, refusing paths that escape it.
-
-    Args:
-        base: The folder the path is relative to.
-        relative: The path as written in the data file (POSIX separators).
-        where: The file and record the path comes from, for the error message.
-
-    Returns:
-        The joined path.
-
-    Raises:
-        DataFormatError: If the path is empty, absolute, or climbs out of ``base``.
-    """
-    if not isinstance(relative, str) or not relative.strip():
-        raise DataFormatError(f"{where}: empty or non-string frame path {relative!r}")
-    posix = PurePosixPath(relative.replace("\\", "/"))
-    if posix.is_absolute() or ".." in posix.parts or (posix.parts and ":" in posix.parts[0]):
-        raise DataFormatError(f"{where}: unsafe frame path {relative!r} escapes {base}")
-    return base.joinpath(*posix.parts)
 
 
 def open_rgb(path: Path, where: str, decode: bool = True) -> Image.Image:
@@ -625,7 +571,6 @@ class EgoGenDataModule(LightningDataModule):
         """
         if self.feature_reader is not None or self.features is None:
             return self.feature_reader
-        from lego.data.features import open_features
 
         return open_features(
             self.features,

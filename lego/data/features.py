@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from lego.data.egogen import DataFormatError, load_json, safe_join
+from lego.data.io import DataFormatError, load_json, safe_join
 
 MANIFEST = "manifest.json"
 INDEX = "index.json"

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from diffusers import DiffusionPipeline, StableDiffusionInstructPix2PixPipeline
 
 from lego.interop.pipeline import LegoPipeline
 from lego.models.editing.components import make_sampling_scheduler
 
-if TYPE_CHECKING:
-    from lego.models.editing.lego import LegoDiffusionModule
+
+class DiffusionModule(Protocol):
+    """What export needs of a diffusion module (``LegoDiffusionModule`` and its subclasses)."""
+
+    sampler: str
+    sampler_options: dict[str, Any] | None
+    noise_scheduler: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+
+    def sampling_modules(self) -> tuple[Any, Any]:
+        """The UNet and VLM conditioner to sample with (EMA weights when enabled)."""
+        ...
 
 
-def build_pipeline(module: LegoDiffusionModule, unet: Any = None) -> DiffusionPipeline:
+def build_pipeline(module: DiffusionModule, unet: Any = None) -> DiffusionPipeline:
     """The module as an in-memory diffusers pipeline, sampling with the module's sampler.
 
     A module without VLM conditioning (InstructPix2Pix) becomes a stock
@@ -52,7 +64,7 @@ def build_pipeline(module: LegoDiffusionModule, unet: Any = None) -> DiffusionPi
     return LegoPipeline(**parts, vlm_conditioner=conditioner)
 
 
-def export_pipeline(module: LegoDiffusionModule, out_dir: Path) -> Path:
+def export_pipeline(module: DiffusionModule, out_dir: Path) -> Path:
     """Write ``module`` as a pipeline directory loadable with ``from_pretrained``.
 
     The pipeline is :func:`build_pipeline`'s: stock ``StableDiffusionInstructPix2PixPipeline``
