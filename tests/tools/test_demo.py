@@ -41,3 +41,20 @@ def test_picture_reads_where_the_configs_write():
     assert writer["init_args"]["output_dir"] == demo.FRAMES
     assert lego["data"]["init_args"]["records_dir"] == demo.RECORDS
     assert demo.RECORDS in yaml.safe_dump(describe)
+
+
+def test_a_picture_that_cannot_be_drawn_keeps_the_report(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from lego.data.io import DataFormatError
+
+    monkeypatch.setattr(demo, "stages", lambda _: [("lego test", [sys.executable, "-c", "pass"])])
+
+    def missing(_):
+        raise DataFormatError("records: frame not found: x.png")
+
+    monkeypatch.setattr(demo, "_picture", missing)
+    code = demo.run(args(outputs=tmp_path, report=tmp_path / "r.json"))
+    assert code == 1
+    assert (tmp_path / "r.json").is_file()
+    assert "cannot draw the val pairs: records: frame not found" in capsys.readouterr().err
