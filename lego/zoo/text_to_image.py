@@ -94,14 +94,18 @@ class TextToImageRecipe:
     sample_steps: int = 20
 
 
+#: The palette test: an object is drawn when this many pixels (at 64 x 64) are within this
+#: tolerance of its colour on every channel.
+TOLERANCE = 40.0
+MIN_PIXELS = 6
 #: A looser palette test (small objects such as the knife show their colour on a few pixels).
 LOOSE_TOLERANCE = 50.0
 LOOSE_MIN_PIXELS = 4
 
 
 def palette_scores(
-    images: Tensor, objects: list[tuple[ObjectFact, ...]], tolerance: float = 40.0,
-    min_pixels: int = 6,
+    images: Tensor, objects: list[tuple[ObjectFact, ...]], tolerance: float = TOLERANCE,
+    min_pixels: int = MIN_PIXELS,
 ) -> dict[str, float]:
     """How many captioned objects a generated scene shows in their colour (SynthEgo palette).
 
@@ -370,12 +374,13 @@ def write_text_to_image_card(
         notes=(
             "Scored on held-out scenes (`zooval`): each caption generated once with the stock "
             "pipeline (DPM-Solver++, linspace timesteps as saved in `scheduler/`), and each "
-            "captioned object counted as drawn when at least 6 pixels are within 40 of its "
-            "palette colour on every channel (`lego.zoo.text_to_image.palette_scores`); the "
-            "`_loose` figures count 4 pixels within 50 (knives show their colour only on a small "
-            "handle). `samples.png` shows the first 16 held-out captions' frames. Miniature-only "
-            "choices: clean-latent prediction (`prediction_type: sample`) and logit-normal "
-            "training timesteps."
+            f"captioned object counted as drawn when at least {MIN_PIXELS} pixels are within "
+            f"{TOLERANCE:g} of its palette colour on every channel "
+            "(`lego.zoo.text_to_image.palette_scores`); the `_loose` figures count "
+            f"{LOOSE_MIN_PIXELS} pixels within {LOOSE_TOLERANCE:g} (knives show their colour "
+            "only on a small handle). `samples.png` shows the first 16 held-out captions' "
+            "frames. Miniature-only choices: clean-latent prediction "
+            "(`prediction_type: sample`) and logit-normal training timesteps."
         ),
     )
 
