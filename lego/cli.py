@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -14,6 +15,10 @@ import lego.data  # noqa: F401
 import lego.metrics  # noqa: F401
 import lego.models  # noqa: F401
 from lego import tools
+from lego.errors import TrainingFreeError, UserError
+
+#: Flag (or ``LEGO_DEBUG=1``) that shows the traceback of a user error.
+DEBUG_FLAG = "--debug"
 
 LIGHTNING_COMMANDS = {
     "fit": "Train a model (instruction tuning or action frame diffusion).",
@@ -48,6 +53,19 @@ class LegoCLI(LightningCLI):
             run=run,
         )
 
+    def before_fit(self) -> None:
+        """Refuse ``fit`` for a training-free method before anything is built.
+
+        Raises:
+            TrainingFreeError: If the model declares ``trainable = False``.
+        """
+        if not getattr(self.model, "trainable", True):
+            name = type(self.model).__name__
+            raise TrainingFreeError(
+                f"{name} is training-free: there is nothing to fit. Generate and score its frames "
+                "with `python -m lego test --config <the same config>`"
+            )
+
 
 def print_help() -> None:
     """Print the list of all commands of ``python -m lego``."""
@@ -61,18 +79,47 @@ def print_help() -> None:
     lines += [f"  {name:<10} {text}" for name, text in LIGHTNING_COMMANDS.items()]
     lines += ["", "Tools:"]
     lines += [f"  {name:<10} {tools.summary(mod)}" for name, mod in tools.discover().items()]
-    lines += ["", "Run `python -m lego <command> --help` for the options of a command."]
+    lines += [
+        "",
+        "Run `python -m lego <command> --help` for the options of a command. A mistake in a",
+        f"config, data or weights prints one line and exits 2; add {DEBUG_FLAG} (or set",
+        "LEGO_DEBUG=1) for the traceback.",
+    ]
     print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run ``python -m lego``.
 
+    A :class:`lego.errors.UserError` (bad data, weights not found, a training-free method given
+    ``fit`` ...) ends the command with its one-line message and exit status 2, unless
+    ``--debug`` is given or ``LEGO_DEBUG`` is set; other exceptions propagate with their traceback.
+
     Args:
         argv: Command line arguments (default: ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: With status 2 on a user error or an unknown command.
     """
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("LEGO_DEBUG", "") not in ("", "0")
+    if DEBUG_FLAG in argv:
+        debug = True
+        argv = [a for a in argv if a != DEBUG_FLAG]
+        if from_command_line:
+            sys.argv = [a for a in sys.argv if a != DEBUG_FLAG]
+    try:
+        _dispatch(argv, from_command_line)
+    except UserError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        print(f"(add {DEBUG_FLAG} for the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _dispatch(argv: list[str], from_command_line: bool) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print_help()
         return

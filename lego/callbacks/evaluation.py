@@ -26,6 +26,27 @@ from lego.metrics.suite import Dataset, EditMetricSuite, MetricName, ScoredPair,
 log = logging.getLogger(__name__)
 
 
+
+def generator_record(trainer: Trainer) -> dict[str, Any]:
+    """What produced the scored frames: the module's class, hyper-parameters and checkpoint.
+
+    Written into ``metrics.json`` so that an ablation table can be rebuilt from the runs alone.
+
+    Args:
+        trainer: The trainer running the stage.
+
+    Returns:
+        ``{"class": dotted name, "hparams": {...}, "checkpoint": path or None}``.
+    """
+    module = trainer.lightning_module
+    cls = type(module)
+    hparams = json.loads(json.dumps(dict(getattr(module, "hparams", {})), default=str))
+    return {
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "hparams": hparams,
+        "checkpoint": trainer.ckpt_path,
+    }
+
 class EditMetricsCallback(Callback):
     """Score the :class:`~lego.batch.GeneratedFrames` of ``test`` (and ``validate``) steps.
 
@@ -223,6 +244,7 @@ class EditMetricsCallback(Callback):
             metadata=str(self.metadata_path or ""),
             missing_target_rank0=list(self.missing_target),
         )
+        report["generator"] = generator_record(trainer)
         (out_dir / name).write_text(json.dumps(report, indent=2) + "\n")
         table = markdown_table(results)
         log.info("%s metrics (%s protocol):\n%s", prefix, self.protocol_name, table)

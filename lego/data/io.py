@@ -10,8 +10,10 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from lego.errors import UserError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(UserError, ValueError):
     """A file of an EgoGen-format dataset is missing, malformed or unsafe.
 
     The message always names the file and, where there is one, the record.

@@ -32,6 +32,8 @@ from transformers import (
 )
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
+from lego.errors import UserError
+
 #: Original file names of the paper's metric weights (``bolinlai/LEGO-Metrics`` and OpenAI).
 BLIP_BASE_FILE = "model_base_caption_capfilt_large.pth"
 BLIP_LARGE_FILE = "model_large_caption.pth"
@@ -48,7 +50,7 @@ Mapping = dict[str, tuple[str, Tensor]]
 Rule = tuple[str, "str | Callable[[re.Match[str], Tensor], list[tuple[str, Tensor]]]"]
 
 
-class CheckpointConversionError(ValueError):
+class CheckpointConversionError(UserError, ValueError):
     """An original checkpoint cannot be converted; the message names the file and the keys."""
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lego.errors import UserError
 from lego.hub import BLIP_BASE, BLIP_LARGE, CLIP_VIT_L14, DISTILBERT, LEGO_METRICS
 
 #: Folders, relative to the weights directory, searched before a recursive search.
@@ -107,7 +108,7 @@ WEIGHTS: dict[str, WeightSpec] = {
 }
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(UserError, FileNotFoundError):
     """A metric's weights are not in the weights directory; the message says what to put where."""
 
 

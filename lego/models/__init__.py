@@ -3,15 +3,21 @@
 from lego.models.editing import (
     ActionFrameGenerator,
     CopyInputGenerator,
+    DiffusionGenerator,
     InstructPix2PixModule,
     LegoDiffusionModule,
+    ProxEditModule,
+    SDEditModule,
 )
 from lego.models.instruct import VisualInstructionTuning
 
 __all__ = [
     "ActionFrameGenerator",
     "CopyInputGenerator",
+    "DiffusionGenerator",
     "InstructPix2PixModule",
     "LegoDiffusionModule",
+    "ProxEditModule",
+    "SDEditModule",
     "VisualInstructionTuning",
 ]

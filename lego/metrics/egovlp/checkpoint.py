@@ -19,6 +19,8 @@ from typing import IO, Any
 import torch
 from torch import Tensor, nn
 
+from lego.errors import UserError
+
 #: ``(module, name)`` globals resolved to the real object. Everything else becomes a placeholder.
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
@@ -91,7 +93,7 @@ restricted_pickle = types.SimpleNamespace(
 )
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """An EgoVLP checkpoint cannot be read or does not fit the model."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -16,8 +17,12 @@ class ActionFrameGenerator(LightningModule, ABC):
 
     Subclasses implement :meth:`generate`; ``test_step`` and ``predict_step`` are shared and
     return :class:`lego.batch.GeneratedFrames` (frames in [0, 1]), which writers and the
-    evaluation callback consume. Generators that train also implement ``training_step``.
+    evaluation callback consume. Generators that train also implement ``training_step`` and
+    set :attr:`trainable`; ``python -m lego fit`` refuses the others with one line.
     """
+
+    #: Whether the method has weights to fit (IP2P, LEGO) or is training-free (SDEdit, ProxEdit).
+    trainable: ClassVar[bool] = False
 
     @abstractmethod
     def generate(self, batch: EgoBatch) -> Tensor:

@@ -20,6 +20,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from lego.errors import UserError
 from lego.models.editing import autoencoder as _autoencoder_module
 
 #: The paper's spacing of the sampling steps (see :func:`make_sampling_scheduler`).
@@ -29,7 +30,7 @@ SAMPLING_SPACING: dict[str, Any] = {"timestep_spacing": "linspace"}
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 
 
-class ComponentLoadError(RuntimeError):
+class ComponentLoadError(UserError, RuntimeError):
     """A pretrained component is missing, unreadable or of the wrong architecture.
 
     The message names the directory (or hub id) and subfolder.
@@ -84,23 +85,7 @@ def grow_conv_in(unet: UNet2DConditionModel, in_channels: int) -> UNet2DConditio
     return unet
 
 
-def load_unet(pretrained: str | Path, latent_channels: int) -> UNet2DConditionModel:
-    """Load ``<pretrained>/unet`` and make it an image-conditioned (2 x latent channel) UNet.
-
-    A text-to-image UNet (``latent_channels`` inputs, Stable Diffusion) is widened with
-    :func:`grow_conv_in`; an image-conditioned one (``2 * latent_channels``, InstructPix2Pix)
-    loads as is.
-
-    Args:
-        pretrained: Diffusers-layout directory or hub id.
-        latent_channels: Channels of the autoencoder's latents.
-
-    Returns:
-        The UNet with ``2 * latent_channels`` input and ``latent_channels`` output channels.
-
-    Raises:
-        ComponentLoadError: If the UNet cannot be loaded or its channels fit neither layout.
-    """
+def _read_unet(pretrained: str | Path, latent_channels: int) -> UNet2DConditionModel:
     where = _where(pretrained, "unet")
     try:
         unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet")
@@ -117,7 +102,57 @@ def load_unet(pretrained: str | Path, latent_channels: int) -> UNet2DConditionMo
             f"{latent_channels} and in_channels {latent_channels} (text-to-image) or "
             f"{2 * latent_channels} (image-conditioned). Wrong checkpoint?"
         )
-    return grow_conv_in(unet, 2 * latent_channels)
+    return unet
+
+
+def load_image_conditioned_unet(
+    pretrained: str | Path, latent_channels: int
+) -> UNet2DConditionModel:
+    """Load ``<pretrained>/unet`` as an image-conditioned (2 x latent channel) UNet.
+
+    A text-to-image UNet (``latent_channels`` inputs, Stable Diffusion) is widened with
+    :func:`grow_conv_in`; an image-conditioned one (``2 * latent_channels``, InstructPix2Pix)
+    loads as is. IP2P and LEGO train from it.
+
+    Args:
+        pretrained: Diffusers-layout directory or hub id.
+        latent_channels: Channels of the autoencoder's latents.
+
+    Returns:
+        The UNet with ``2 * latent_channels`` input and ``latent_channels`` output channels.
+
+    Raises:
+        ComponentLoadError: If the UNet cannot be loaded or its channels fit neither layout.
+    """
+    return grow_conv_in(_read_unet(pretrained, latent_channels), 2 * latent_channels)
+
+
+def load_text_to_image_unet(pretrained: str | Path, latent_channels: int) -> UNet2DConditionModel:
+    """Load ``<pretrained>/unet`` as a text-to-image UNet (``latent_channels`` in and out).
+
+    The training-free editors (SDEdit, ProxEdit) sample with Stable Diffusion's own UNet; an
+    image-conditioned (InstructPix2Pix) UNet is refused, since it cannot run without an input
+    latent on its extra channels.
+
+    Args:
+        pretrained: Diffusers-layout directory or hub id.
+        latent_channels: Channels of the autoencoder's latents.
+
+    Returns:
+        The frozen UNet, in eval mode.
+
+    Raises:
+        ComponentLoadError: If the UNet cannot be loaded or is image-conditioned.
+    """
+    unet = _read_unet(pretrained, latent_channels)
+    if unet.config.in_channels != latent_channels:
+        raise ComponentLoadError(
+            f"{_where(pretrained, 'unet')}: UNet has in_channels={unet.config.in_channels}, an "
+            f"image-conditioned (InstructPix2Pix) model; SDEdit and ProxEdit need a text-to-image "
+            f"model with in_channels={latent_channels} (e.g. Stable Diffusion 1.5)"
+        )
+    unet.requires_grad_(False)
+    return unet.eval()
 
 
 def autoencoder_class(name: str) -> type[ModelMixin]:
@@ -201,12 +236,15 @@ def load_text_encoder(pretrained: str | Path) -> tuple[CLIPTextModel, CLIPTokeni
     return encoder.eval(), tokenizer
 
 
-def load_noise_scheduler(pretrained: str | Path, prediction_type: PredictionType) -> DDPMScheduler:
+def load_noise_scheduler(
+    pretrained: str | Path, prediction_type: PredictionType | None
+) -> DDPMScheduler:
     """Load the training noise schedule from ``scheduler/`` as a ``DDPMScheduler``.
 
     Args:
         pretrained: Diffusers-layout directory or hub id.
-        prediction_type: ``epsilon``, ``sample`` or ``v_prediction``.
+        prediction_type: ``epsilon``, ``sample`` or ``v_prediction``; ``None`` keeps the one the
+            config states (a pretrained model sampled as it was trained).
 
     Returns:
         The scheduler (betas, T and the prediction type used by training and sampling).
@@ -220,6 +258,8 @@ def load_noise_scheduler(pretrained: str | Path, prediction_type: PredictionType
         raise ComponentLoadError(
             f"{_where(pretrained, 'scheduler')}: cannot load the scheduler config ({err})"
         ) from err
+    if prediction_type is None:
+        return DDPMScheduler.from_config(config)
     return DDPMScheduler.from_config(config, prediction_type=prediction_type)
 
 
@@ -291,27 +331,35 @@ class DiffusionComponents:
     noise_scheduler: DDPMScheduler
 
 
-def load_components(pretrained: str | Path, prediction_type: PredictionType) -> DiffusionComponents:
+def load_components(
+    pretrained: str | Path,
+    prediction_type: PredictionType | None,
+    unet: Literal["image_conditioned", "text_to_image"] = "image_conditioned",
+) -> DiffusionComponents:
     """Load every component of a diffusers-layout model and check that they fit together.
 
     Args:
         pretrained: Diffusers-layout directory or hub id.
-        prediction_type: What the UNet predicts (``epsilon``, ``sample``, ``v_prediction``).
+        prediction_type: What the UNet predicts (``epsilon``, ``sample``, ``v_prediction``);
+            ``None`` keeps what the scheduler config states.
+        unet: ``image_conditioned`` (IP2P, LEGO: a text-to-image UNet is widened to take the
+            input latent) or ``text_to_image`` (SDEdit, ProxEdit: the UNet as is, frozen).
 
     Returns:
-        The components (autoencoder and text encoder frozen; UNet image-conditioned).
+        The components (autoencoder and text encoder frozen).
 
     Raises:
         ComponentLoadError: If a component is missing or they do not fit together.
     """
     vae = load_autoencoder(pretrained)
     text_encoder, tokenizer = load_text_encoder(pretrained)
-    unet = load_unet(pretrained, int(vae.config.latent_channels))
+    loader = load_image_conditioned_unet if unet == "image_conditioned" else load_text_to_image_unet
+    network = loader(pretrained, int(vae.config.latent_channels))
     hidden = text_encoder.config.hidden_size
-    if unet.config.cross_attention_dim != hidden:
+    if network.config.cross_attention_dim != hidden:
         raise ComponentLoadError(
-            f"{_where(pretrained, 'unet')}: cross_attention_dim={unet.config.cross_attention_dim} "
-            f"but the text encoder's hidden size is {hidden}"
+            f"{_where(pretrained, 'unet')}: cross_attention_dim="
+            f"{network.config.cross_attention_dim} but the text encoder's hidden size is {hidden}"
         )
     scheduler = load_noise_scheduler(pretrained, prediction_type)
-    return DiffusionComponents(unet, vae, text_encoder, tokenizer, scheduler)
+    return DiffusionComponents(network, vae, text_encoder, tokenizer, scheduler)

@@ -24,25 +24,24 @@ from torch.optim import Optimizer
 
 from lego.batch import EgoBatch, GeneratedFrames
 from lego.hub import STABLE_DIFFUSION_15
-from lego.models.editing.base import ActionFrameGenerator
 from lego.models.editing.components import (
     PredictionType,
     check_sampler,
     load_components,
-    make_sampling_scheduler,
 )
 from lego.models.editing.conditioning import (
     VLMConditioner,
     assemble_context,
     conditioning_dropout_masks,
 )
-from lego.models.editing.guidance import guided_sample, sample_generators
+from lego.models.editing.diffusion import DiffusionGenerator
+from lego.models.editing.guidance import guided_sample
 from lego.models.editing.timesteps import TimestepSampling, check_timestep_sampling, draw_timesteps
 
 log = logging.getLogger(__name__)
 
 
-class LegoDiffusionModule(ActionFrameGenerator):
+class LegoDiffusionModule(DiffusionGenerator):
     """LEGO: InstructPix2Pix-style latent diffusion conditioned on VLM embeddings.
 
     Components are loaded in :meth:`configure_model` from a diffusers-layout directory or hub id:
@@ -93,6 +92,8 @@ class LegoDiffusionModule(ActionFrameGenerator):
         val_sample_batches: Validation batches for which frames are also sampled (for image grids).
     """
 
+    trainable: ClassVar[bool] = True
+
     #: Hyper-parameters a subclass without VLM conditioning leaves out of ``hparams``.
     _hparams_ignore: ClassVar[tuple[str, ...]] = ()
 
@@ -126,7 +127,7 @@ class LegoDiffusionModule(ActionFrameGenerator):
         seed: int = 0,
         val_sample_batches: int = 1,
     ) -> None:
-        super().__init__()
+        super().__init__(pretrained, sampler, sampler_options, num_inference_steps, seed)
         self.save_hyperparameters(ignore=list(self._hparams_ignore))
         if vlm_dim is not None and vlm_dim <= 0:
             raise ValueError(f"vlm_dim must be positive, got {vlm_dim}")
@@ -137,7 +138,6 @@ class LegoDiffusionModule(ActionFrameGenerator):
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
         check_timestep_sampling(timestep_sampling, timestep_logit_std)
-        self.pretrained = pretrained
         self.vlm_dim = vlm_dim
         self.freeze_vlm_projection = freeze_vlm_projection
         self.vlm_options = {
@@ -159,12 +159,8 @@ class LegoDiffusionModule(ActionFrameGenerator):
         self.gradient_checkpointing = gradient_checkpointing
         self.text_cache_size = text_cache_size
         self.latent_cache_size = latent_cache_size
-        self.sampler = sampler
-        self.sampler_options = dict(sampler_options or {})
-        self.num_inference_steps = num_inference_steps
         self.text_guidance_scale = text_guidance_scale
         self.image_guidance_scale = image_guidance_scale
-        self.seed = seed
         self.val_sample_batches = val_sample_batches
         self.ema: EMAModel | None = None
         self._ema_swapped = False
@@ -172,7 +168,6 @@ class LegoDiffusionModule(ActionFrameGenerator):
         self._text_cache: OrderedDict[str, Tensor] = OrderedDict()
         self._null_embedding: Tensor | None = None
         self._latent_cache: OrderedDict[str, tuple[type, Tensor]] = OrderedDict()
-        self._built = False
 
     # ------------------------------------------------------------------------------- building
     @property
@@ -180,10 +175,8 @@ class LegoDiffusionModule(ActionFrameGenerator):
         """Whether VLM embeddings condition the model (LEGO) or not (InstructPix2Pix)."""
         return self.vlm_dim is not None
 
-    def configure_model(self) -> None:
-        """Load the pretrained components (once) and build the VLM conditioner and the EMA."""
-        if self._built:
-            return
+    def build(self) -> None:
+        """Load the pretrained components and build the VLM conditioner and the EMA."""
         parts = load_components(self.pretrained, self.prediction_type)
         self.unet = parts.unet
         self.vae = parts.vae
@@ -207,15 +200,10 @@ class LegoDiffusionModule(ActionFrameGenerator):
             if self._pending_ema_state is not None:
                 self._load_ema(self._pending_ema_state)
                 self._pending_ema_state = None
-        self._built = True
 
-    def train(self, mode: bool = True) -> LegoDiffusionModule:
-        """Set train/eval mode; the frozen autoencoder and text encoder always stay in eval."""
-        super().train(mode)
-        if self._built:
-            self.vae.eval()
-            self.text_encoder.eval()
-        return self
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """The autoencoder and the text encoder (always in eval mode)."""
+        return [self.vae, self.text_encoder]
 
     # ------------------------------------------------------------------------------- checks
     def _check_batch(self, batch: EgoBatch, need_target: bool) -> None:
@@ -569,9 +557,7 @@ class LegoDiffusionModule(ActionFrameGenerator):
         vlm = self.vlm_tokens(batch)
         context = assemble_context(clip, vlm)
         null_context = assemble_context(null, torch.zeros_like(vlm) if vlm is not None else None)
-        scheduler = make_sampling_scheduler(
-            self.sampler, self.noise_scheduler.config, self.sampler_options
-        )
+        scheduler = self.sampling_scheduler(self.noise_scheduler.config)
         latents = guided_sample(
             self.unet,
             scheduler,
@@ -581,11 +567,9 @@ class LegoDiffusionModule(ActionFrameGenerator):
             num_inference_steps=self.num_inference_steps,
             text_scale=self.text_guidance_scale,
             image_scale=self.image_guidance_scale,
-            generators=sample_generators(batch.sample_ids, self.seed, self.device),
+            generators=self.generators(batch),
         )
-        latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
-        image = self.vae.decode(latents).sample
-        return (image.float() + 1.0) / 2.0
+        return self.decode(self.vae, latents)
 
     # ------------------------------------------------------------------------------- export
     def export_pipeline(self, out_dir: Path) -> Path:

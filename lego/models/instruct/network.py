@@ -33,6 +33,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from lego.errors import UserError
+
 #: Label value ignored by the cross-entropy loss.
 IGNORE_INDEX = -100
 
@@ -56,7 +58,7 @@ TEXT_EMBEDDING_LENGTH = 77
 TorchDtype = Literal["float32", "bfloat16", "float16"]
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """A sample cannot be turned into a prompt (empty or overlong action, missing answer)."""
 
 

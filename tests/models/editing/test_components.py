@@ -11,7 +11,8 @@ from lego.models.editing.components import (
     grow_conv_in,
     load_autoencoder,
     load_components,
-    load_unet,
+    load_image_conditioned_unet,
+    load_text_to_image_unet,
     make_sampling_scheduler,
 )
 
@@ -51,23 +52,34 @@ def test_grow_conv_in_keeps_weights_and_bias_and_zeroes_new_channels():
 
 
 def test_eight_channel_checkpoint_loads_as_is(kl_backbone, tmp_path):
-    grown = load_unet(kl_backbone, latent_channels=4)
+    grown = load_image_conditioned_unet(kl_backbone, latent_channels=4)
     assert grown.config.in_channels == 8
     (tmp_path / "unet").mkdir()
     with torch.no_grad():
         grown.conv_in.weight[:, 4:].normal_()
     grown.save_pretrained(tmp_path / "unet")
-    again = load_unet(tmp_path, latent_channels=4)
+    again = load_image_conditioned_unet(tmp_path, latent_channels=4)
     assert again.config.in_channels == 8
     assert torch.equal(again.conv_in.weight, grown.conv_in.weight)
+
+
+def test_text_to_image_loader_keeps_four_channels_and_refuses_ip2p(kl_backbone, tmp_path):
+    unet = load_text_to_image_unet(kl_backbone, latent_channels=4)
+    assert unet.config.in_channels == 4 and not unet.training
+    assert not any(p.requires_grad for p in unet.parameters())
+    parts = load_components(kl_backbone, "epsilon", unet="text_to_image")
+    assert parts.unet.config.in_channels == 4
+    load_image_conditioned_unet(kl_backbone, latent_channels=4).save_pretrained(tmp_path / "unet")
+    with pytest.raises(ComponentLoadError, match="image-conditioned .*SDEdit and ProxEdit"):
+        load_text_to_image_unet(tmp_path, latent_channels=4)
 
 
 def test_wrong_architecture_checkpoint_names_the_directory(tmp_path):
     tiny_unet(in_channels=5).save_pretrained(tmp_path / "unet")
     with pytest.raises(ComponentLoadError, match=rf"{tmp_path}/unet: UNet has in_channels=5"):
-        load_unet(tmp_path, latent_channels=4)
+        load_image_conditioned_unet(tmp_path, latent_channels=4)
     with pytest.raises(ComponentLoadError, match="cannot load a UNet2DConditionModel"):
-        load_unet(tmp_path / "missing", latent_channels=4)
+        load_image_conditioned_unet(tmp_path / "missing", latent_channels=4)
     (tmp_path / "vae").mkdir()
     (tmp_path / "vae" / "config.json").write_text(json.dumps({"_class_name": "NotAModel"}))
     with pytest.raises(ComponentLoadError, match=rf"{tmp_path}/vae: unknown autoencoder class"):
