@@ -29,9 +29,10 @@ demo: setup  ## built-in SynthEgo data + the paper's four stages on CPU with the
 	@echo "Demo done: SynthEgo in data/synthego (pairs grid: outputs/demo/synthego_pairs.png); the shipped VLM"
 	@echo "tuned $(DEMO_VLM_EPOCHS) epoch(s) (logs/demo_instruct, checkpoints/synthego/instruct); its descriptions,"
 	@echo "their accuracy (features/synthego/description_metrics_*.json) and embeddings in features/synthego;"
-	@echo "LEGO trained $(DEMO_STEPS) steps from the shipped text-to-image model: logs/demo_lego (tensorboard"
-	@echo "--logdir logs), generated val frames in logs/synthego_lego/frames, the first val pairs drawn in"
-	@echo "outputs/demo/lego_val.png; stage times and figures in outputs/demo/report.json."
+	@echo "LEGO trained $(DEMO_STEPS) steps from the shipped text-to-image model (logs/demo_lego; tensorboard"
+	@echo "--logdir logs), then tested beside copy-input, SDEdit and ProxEdit: outputs/demo/table/table.md,"
+	@echo "frames per method in outputs/demo/table/<method>/frames, side by side in outputs/demo/table/table.png;"
+	@echo "LEGO's val pairs with the VLM's descriptions in outputs/demo/lego_val.png; times in outputs/demo/report.json."
 
 backbones: setup  ## re-create the shipped SynthEgo backbones in pretrained/ from scratch (hours on 2 CPU cores)
 	$(PY) -m lego backbones --out pretrained --force

@@ -3,7 +3,9 @@
 The stages are the commands a user types (each a separate ``python -m lego`` process):
 SynthEgo generation, instruction tuning of ``pretrained/synthego-vlm``, the describe stage on
 train and val, LEGO training from ``pretrained/synthego-sd`` on the VLM's descriptions, and the
-test. Then it draws the first val pairs with LEGO's frames (``<outputs>/lego_val.png``).
+test of LEGO beside the copy-input reference and the training-free baselines (SDEdit, ProxEdit),
+printed as the paper's table in miniature (``python -m lego table``; ``<outputs>/table``). Then
+it draws the first val pairs with LEGO's frames (``<outputs>/lego_val.png``).
 Each stage's wall time and peak memory are printed at the end and written to
 ``--report`` (JSON) with the description accuracy and the test metrics.
 """
@@ -27,10 +29,13 @@ LEGO = [sys.executable, "-m", "lego"]
 #: The dataset root the SynthEgo configs read.
 DATA = "data/synthego"
 QUIET = "--trainer.enable_progress_bar=false"
-#: Where the describe stage writes the enriched records and the test writes LEGO's frames
-#: (configs/synthego/describe.yaml and lego.yaml).
+#: Where the describe stage writes the enriched records (configs/synthego/describe.yaml).
 RECORDS = "features/synthego/records"
-FRAMES = "logs/synthego_lego/frames"
+#: LEGO's checkpoint after the fit stage.
+CHECKPOINT = "logs/demo_lego/demo/checkpoints/last.ckpt"
+#: The rows of the demo's table: the reference, the training-free baselines and LEGO (IP2P and
+#: the oracle LEGO need training runs of their own: ``python -m lego table --help``).
+TABLE_METHODS = ("copy_input", "sdedit", "proxedit", "lego")
 
 
 def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -50,10 +55,8 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
                       f"--trainer.max_steps={args.steps}",
                       "--trainer.logger.init_args.name=demo_lego",
                       "--trainer.logger.init_args.version=demo", QUIET]),
-        ("lego test", [*LEGO, "test", "--config", "configs/synthego/lego.yaml", "--ckpt_path",
-                       "logs/demo_lego/demo/checkpoints/last.ckpt",
-                       "--trainer.logger.init_args.name=demo_lego",
-                       "--trainer.logger.init_args.version=demo_test"]),
+        ("test and table", [*LEGO, "table", "--methods", *TABLE_METHODS,
+                            "--ckpt", f"lego={CHECKPOINT}", "--out", str(args.outputs / "table")]),
     ]
 
 
@@ -61,7 +64,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 #: feature cache; a new fit would write last-v1.ckpt beside the old last.ckpt; old frames).
 STALE = {
     "describe train": ["features/synthego"],
-    "lego fit": ["logs/demo_lego/demo", FRAMES],
+    "lego fit": ["logs/demo_lego/demo"],
 }
 
 
@@ -78,7 +81,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, default=None,
                         help="timings and figures as JSON (default: <outputs>/report.json)")
     parser.add_argument("--only", nargs="+", default=None,
-                        help="run only these stages (as printed), e.g. 'lego fit' 'lego test'")
+                        help="run only these stages (as printed), e.g. 'lego fit' 'test and table'")
 
 
 def _run(name: str, command: list[str]) -> dict[str, Any]:
@@ -93,15 +96,19 @@ def _run(name: str, command: list[str]) -> dict[str, Any]:
             "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit_code": process.returncode}
 
 
-def _figures() -> dict[str, Any]:
+def _figures(outputs: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for split in ("train", "val"):
         path = Path("features/synthego") / f"description_metrics_{split}.json"
         if path.is_file():
             figures[f"description_accuracy_{split}"] = json.loads(path.read_text())
-    metrics = Path("logs/demo_lego/demo_test/metrics.json")
+    metrics = outputs / "table" / "lego" / "metrics.json"
     if metrics.is_file():
         figures["test"] = json.loads(metrics.read_text()).get("metrics", {})
+    table = outputs / "table" / "table.json"
+    if table.is_file():
+        figures["table"] = [{k: row.get(k) for k in ("method", "metrics", "seconds", "note")}
+                            for row in json.loads(table.read_text())]
     return figures
 
 
@@ -109,7 +116,7 @@ def _picture(outputs: Path) -> Path:
     """The first val pairs: input | LEGO's frame | the true action frame | label, description."""
     return write_grid(Path(RECORDS) / "synthego_val.json", Path(DATA) / "EgoGen/synthego/val",
                       outputs / "lego_val.png", n=8, cell=96,
-                      generated=[("LEGO", Path(FRAMES))],
+                      generated=[("LEGO", outputs / "table" / "lego" / "frames")],
                       description_key="llava_forecast_finetune")
 
 
@@ -150,9 +157,9 @@ def run(args: argparse.Namespace) -> int:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({"steps": args.steps, "vlm_epochs": args.vlm_epochs,
                                   "stages": results, "total_seconds": round(total, 1),
-                                  **_figures()}, indent=2) + "\n")
+                                  **_figures(args.outputs)}, indent=2) + "\n")
     print(f"report: {report}")
-    if code == 0 and "lego test" in dict(plan):
+    if code == 0 and "test and table" in dict(plan):
         try:  # after the report: a missing frame must not lose the run's figures
             picture = _picture(args.outputs)
         except DataFormatError as err:

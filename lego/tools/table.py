@@ -56,7 +56,7 @@ DEFAULT_CKPTS = {"lego": Path("logs/demo_lego/demo/checkpoints/last.ckpt")}
 
 #: Columns: metric key in ``metrics.json`` -> (header, scale, decimals).
 COLUMNS: dict[str, tuple[str, float, int]] = {
-    "synthego_hand_hit": ("action score (%) ↑", 100.0, 1),
+    "synthego_hand_hit": ("action score (%) ↑", 1.0, 1),
     "synthego_hand_error": ("hand error (px) ↓", 1.0, 1),
     "psnr": ("PSNR (dB) ↑", 1.0, 2),
     "lpips": ("LPIPS ↓", 1.0, 2),

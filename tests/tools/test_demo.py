@@ -16,13 +16,17 @@ def args(**over):
 def test_stages_run_the_shipped_configs_in_the_paper_order():
     plan = demo.stages(args(steps=123, **{"vlm-epochs": 3}))
     assert [name for name, _ in plan] == [
-        "data", "instruct", "describe train", "describe val", "lego fit", "lego test"]
+        "data", "instruct", "describe train", "describe val", "lego fit", "test and table"]
     for _, command in plan:
         if "--config" in command:
             assert Path(command[command.index("--config") + 1]).is_file()
     fit = dict(plan)["lego fit"]
     assert "--trainer.max_steps=123" in fit and "configs/synthego/lego.yaml" in fit
     assert "--trainer.max_epochs=3" in dict(plan)["instruct"]
+    table = dict(plan)["test and table"]
+    assert table[3] == "table" and f"lego={demo.CHECKPOINT}" in table
+    for method in demo.TABLE_METHODS:
+        assert method in table and Path(f"configs/synthego/{method}.yaml").is_file()
 
 
 def test_unknown_stage_is_refused(capsys):
@@ -37,8 +41,10 @@ def test_picture_reads_where_the_configs_write():
 
     describe = yaml.safe_load(Path("configs/synthego/describe.yaml").read_text())
     lego = yaml.safe_load(Path("configs/synthego/lego.yaml").read_text())
-    writer = next(c for c in lego["trainer"]["callbacks"] if c["class_path"] == "FramesWriter")
-    assert writer["init_args"]["output_dir"] == demo.FRAMES
+    checkpoint = Path(demo.CHECKPOINT).parts
+    fit = dict(demo.stages(args()))["lego fit"]
+    assert f"--trainer.logger.init_args.name={checkpoint[1]}" in fit
+    assert f"--trainer.logger.init_args.version={checkpoint[2]}" in fit
     assert lego["data"]["init_args"]["records_dir"] == demo.RECORDS
     assert demo.RECORDS in yaml.safe_dump(describe)
 
@@ -48,7 +54,9 @@ def test_a_picture_that_cannot_be_drawn_keeps_the_report(tmp_path, monkeypatch, 
 
     from lego.data.io import DataFormatError
 
-    monkeypatch.setattr(demo, "stages", lambda _: [("lego test", [sys.executable, "-c", "pass"])])
+    monkeypatch.setattr(
+        demo, "stages", lambda _: [("test and table", [sys.executable, "-c", "pass"])]
+    )
 
     def missing(_):
         raise DataFormatError("records: frame not found: x.png")

@@ -53,6 +53,11 @@ class SDEditModule(DiffusionGenerator):
         self.save_hyperparameters()
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if int(num_inference_steps * strength) < 1:
+            raise ValueError(
+                f"strength {strength} x num_inference_steps {num_inference_steps} runs no step "
+                "(img2img runs int(steps x strength)); raise one of them"
+            )
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be non-negative, got {guidance_scale}")
         self.strength = strength

@@ -11,13 +11,6 @@ from lego.synthego import vocabulary
 
 
 @pytest.fixture(scope="session")
-def synthego_backbone(tmp_path_factory) -> Path:
-    """SynthEgo-style backbone: pixel-unshuffle autoencoder, text-to-image UNet (48 channels)."""
-    root = tmp_path_factory.mktemp("synthego-sd")
-    return write_diffusion_backbone(root, vocabulary(), resolution=32, hidden_size=32)
-
-
-@pytest.fixture(scope="session")
 def kl_backbone(tmp_path_factory) -> Path:
     """Stable-Diffusion-style backbone: small AutoencoderKL (4 latent channels), 4-channel UNet."""
     root = tmp_path_factory.mktemp("tiny-sd")

@@ -92,3 +92,5 @@ def test_bad_settings_and_image_conditioned_checkpoints_are_refused(kl_backbone,
         SDEditModule(pretrained=str(kl_backbone), strength=0.0)
     with pytest.raises(ValueError, match="num_inference_steps"):
         SDEditModule(pretrained=str(kl_backbone), num_inference_steps=0)
+    with pytest.raises(ValueError, match="runs no step"):
+        SDEditModule(pretrained=str(kl_backbone), num_inference_steps=3, strength=0.3)
