@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lego.batch import GeneratedFrames
+from lego.callbacks.run_record import generator_record
 from lego.data.egogen import DataFormatError, load_json, open_rgb, read_records, safe_join
 from lego.metrics.protocol import (
     get_protocol,
@@ -27,25 +28,6 @@ log = logging.getLogger(__name__)
 
 
 
-def generator_record(trainer: Trainer) -> dict[str, Any]:
-    """What produced the scored frames: the module's class, hyper-parameters and checkpoint.
-
-    Written into ``metrics.json`` so that an ablation table can be rebuilt from the runs alone.
-
-    Args:
-        trainer: The trainer running the stage.
-
-    Returns:
-        ``{"class": dotted name, "hparams": {...}, "checkpoint": path or None}``.
-    """
-    module = trainer.lightning_module
-    cls = type(module)
-    hparams = json.loads(json.dumps(dict(getattr(module, "hparams", {})), default=str))
-    return {
-        "class": f"{cls.__module__}.{cls.__qualname__}",
-        "hparams": hparams,
-        "checkpoint": trainer.ckpt_path,
-    }
 
 class EditMetricsCallback(Callback):
     """Score the :class:`~lego.batch.GeneratedFrames` of ``test`` (and ``validate``) steps.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -16,10 +19,15 @@ from PIL import Image
 from torch import Tensor
 
 from lego.batch import GeneratedFrames
-from lego.data.egogen import DataFormatError, load_json
+from lego.callbacks.run_record import generator_record
+from lego.data.io import DataFormatError, load_json
 from lego.metrics.protocol import output_size, resize_bicubic, to_uint8
 
+log = logging.getLogger(__name__)
+
 ImageFormat = Literal["png", "jpeg"]
+#: The manifest naming the run whose frames a folder holds.
+MANIFEST = "frames.json"
 _SUFFIX = {"png": ".png", "jpeg": ".jpg"}
 
 
@@ -65,8 +73,12 @@ class FramesWriter(BasePredictionWriter):
 
     The frame name is the target frame's (``image_1``) file name, or the input frame's when the
     target is unknown, with the extension of the chosen format, so the tree mirrors
-    ``val_gt_for_metric``. Existing files are skipped (a killed run resumes), writes are atomic,
-    and under DDP each rank writes the samples it generated. It works in ``predict`` (as a
+    ``val_gt_for_metric``. Writes are atomic, and under DDP each rank writes the samples it
+    generated. A folder holds one run's frames: ``frames.json`` names the generator (class,
+    hyper-parameters, checkpoint) that wrote them. The same run started again (a killed ``test``)
+    skips the files it already wrote; another run first moves the folder aside to
+    ``<output_dir>.previous`` (replacing an older one), so frames on disk always belong to the
+    model whose metrics were logged. It works in ``predict`` (as a
     prediction writer) and in ``test`` (on each test batch's :class:`GeneratedFrames`).
 
     Args:
@@ -111,6 +123,7 @@ class FramesWriter(BasePredictionWriter):
         self._sizes: dict[str, tuple[int, int]] | None = None
         self.written = 0
         self.skipped = 0
+        self.replaced: Path | None = None
 
     def path_for(self, sample_id: str, image_1: str | None, image_0: str) -> Path:
         """The output path of one sample.
@@ -182,6 +195,45 @@ class FramesWriter(BasePredictionWriter):
             written.append(path)
             self.written += 1
         return written
+
+    def claim_folder(self, trainer: Trainer) -> None:
+        """Make :attr:`output_dir` this run's: resume the same run, set another run's aside.
+
+        Args:
+            trainer: The trainer of the stage that writes.
+        """
+        identity = {"generator": generator_record(trainer), "image_format": self.image_format,
+                    "stretch": self.stretch, "output_height": self.output_height}
+        manifest = self.output_dir / MANIFEST
+        if trainer.is_global_zero:
+            previous = None
+            if manifest.is_file():
+                try:
+                    previous = json.loads(manifest.read_text())
+                except (OSError, ValueError):
+                    previous = None
+            holds_files = self.output_dir.is_dir() and any(self.output_dir.iterdir())
+            if holds_files and previous != identity and not self.overwrite:
+                aside = self.output_dir.with_name(self.output_dir.name + ".previous")
+                shutil.rmtree(aside, ignore_errors=True)
+                self.output_dir.rename(aside)
+                self.replaced = aside
+                log.warning(
+                    "%s held frames of another run; moved to %s so the folder holds this run's "
+                    "frames only", self.output_dir, aside,
+                )
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            manifest.write_text(json.dumps(identity, indent=2) + "\n")
+        trainer.strategy.barrier()
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Claim the output folder for this run (see :meth:`claim_folder`)."""
+        if self.write_in_test:
+            self.claim_folder(trainer)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Claim the output folder for this run (see :meth:`claim_folder`)."""
+        self.claim_folder(trainer)
 
     def write_on_batch_end(
         self,

@@ -127,3 +127,36 @@ def test_raw_frames_must_match_frames():
     with pytest.raises(ValueError, match="raw_frames"):
         GeneratedFrames(sample_ids=out.sample_ids, frames=out.frames, image_1=out.image_1,
                         image_0=out.image_0, texts=out.texts, raw_frames=out.frames[:1])
+
+
+def test_a_folder_holds_one_runs_frames(synthego_backbone, synthego_root, tmp_path):
+    """Re-running test resumes the same run; another model's run sets the old frames aside."""
+    import json
+
+    import yaml
+
+    from lego.cli import main
+    from tests.models.editing.test_diffusion_cli import tiny_config
+
+    config = tiny_config("configs/synthego/sdedit.yaml", synthego_backbone, synthego_root,
+                         tmp_path)
+    frames = tmp_path / "frames"
+
+    def run(strength: float) -> dict:
+        data = yaml.safe_load(config.read_text())
+        data["model"]["init_args"]["strength"] = strength
+        config.write_text(yaml.safe_dump(data))
+        main(["test", "--config", str(config)])
+        return {p.relative_to(frames): p.read_bytes() for p in frames.rglob("*.png")}
+
+    first = run(0.4)
+    assert len(first) == 8
+    stamp = {p: p.stat().st_mtime_ns for p in frames.rglob("*.png")}
+    assert run(0.4) == first  # the same run again: its files are kept (a killed test resumes)
+    assert {p: p.stat().st_mtime_ns for p in frames.rglob("*.png")} == stamp
+    second = run(1.0)  # another model: its own frames, the first run's moved aside
+    assert len(second) == 8 and second != first
+    aside = tmp_path / "frames.previous"
+    assert {p.relative_to(aside): p.read_bytes() for p in aside.rglob("*.png")} == first
+    manifest = json.loads((frames / "frames.json").read_text())
+    assert manifest["generator"]["hparams"]["strength"] == 1.0
