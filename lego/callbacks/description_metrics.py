@@ -9,7 +9,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from lego.data.egogen import load_json
+from lego.data.io import load_json
 from lego.metrics.description_accuracy import FIELDS, DescriptionAccuracy
 
 

@@ -14,7 +14,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lego.batch import GeneratedFrames
 from lego.callbacks.run_record import generator_record
-from lego.data.egogen import DataFormatError, load_json, open_rgb, read_records, safe_join
+from lego.data.io import DataFormatError, load_json, safe_join
+from lego.data.records import open_rgb, read_records
 from lego.metrics.protocol import (
     get_protocol,
     output_size,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from lego.data.egogen import open_rgb, read_records, safe_join
+from lego.data.io import safe_join
+from lego.data.records import open_rgb, read_records
 
 #: Height of the column-title strip of a grid with generated columns.
 HEADER = 14

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from lego.data.egogen import DataFormatError, load_json, open_rgb, read_records, safe_join
+from lego.data.io import DataFormatError, load_json, safe_join
+from lego.data.records import open_rgb, read_records
 from lego.metrics.protocol import get_protocol, pil_to_tensor01
 from lego.metrics.suite import ALL_METRICS, EditMetricSuite, ScoredPair, markdown_table
 

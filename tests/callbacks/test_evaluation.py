@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lego.callbacks import EditMetricsCallback
 from lego.data import SynthEgoDataModule
-from lego.data.egogen import read_records
+from lego.data.records import read_records
 from lego.models.editing.copy_input import CopyInputGenerator
 from tests.metrics.tiny_weights import write_metric_weights
 

@@ -10,7 +10,6 @@ import torch
 
 from lego.batch import EgoBatch
 from lego.data import SynthEgoDataModule, read_records
-from lego.data.egogen import DataFormatError
 from lego.data.features import (
     FORMAT,
     DescribedSamples,
@@ -20,6 +19,7 @@ from lego.data.features import (
     finalize_cache,
     open_features,
 )
+from lego.data.io import DataFormatError
 
 N_IMG, DV, D = 6, 8, 16
 

@@ -58,7 +58,7 @@ def test_ip2p_export_loads_in_stock_diffusers(backbones, tmp_path, kind):
     module = trained(InstructPix2PixModule, backbones[kind])
     batch = make_batch(2)
     ours = generate_with_ema(module, batch)
-    out = module.export_pipeline(tmp_path / "ip2p")
+    out = export_pipeline(module, tmp_path / "ip2p")
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionInstructPix2PixPipeline"
     pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(out, safety_checker=None)

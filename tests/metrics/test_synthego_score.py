@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lego.data.egogen import read_records
+from lego.data.records import read_records
 from lego.metrics.protocol import pil_to_tensor01
 from lego.metrics.synthego_score import ActionTruth, SynthEgoActionScore
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lego.data.egogen import DataFormatError
+from lego.data.io import DataFormatError
 from lego.data.narration import clean_ego4d_narration
 from lego.synthego import generate, vocabulary, world, write_grid
 from lego.synthego.world import tokenize_words

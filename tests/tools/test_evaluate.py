@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lego import tools
-from lego.data.egogen import read_records
+from lego.data.records import read_records
 from tests.metrics.tiny_weights import write_metric_weights
 
 

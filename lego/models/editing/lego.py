@@ -12,7 +12,6 @@ import copy
 import hashlib
 import logging
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -570,20 +569,3 @@ class LegoDiffusionModule(DiffusionGenerator):
             generators=self.generators(batch),
         )
         return self.decode(self.vae, latents)
-
-    # ------------------------------------------------------------------------------- export
-    def export_pipeline(self, out_dir: Path) -> Path:
-        """Save the model as a diffusers pipeline directory (EMA weights when enabled).
-
-        Without VLM conditioning this is a stock ``StableDiffusionInstructPix2PixPipeline``;
-        with it, a :class:`lego.interop.pipeline.LegoPipeline`.
-
-        Args:
-            out_dir: The directory to write.
-
-        Returns:
-            ``out_dir``.
-        """
-        from lego.interop.export import export_pipeline
-
-        return export_pipeline(self, Path(out_dir))

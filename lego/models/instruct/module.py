@@ -16,8 +16,9 @@ from torch import Tensor
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from lego.batch import EgoBatch, GeneratedDescriptions
-from lego.data.egogen import DataFormatError, open_rgb
 from lego.data.features import FORMAT, FORMAT_VERSION, TEXT_LENGTH, DescribedSamples, tensor_sha256
+from lego.data.io import DataFormatError
+from lego.data.records import open_rgb
 from lego.models.instruct.network import (
     LANGUAGE_MODEL_LORA_TARGETS,
     LEGO_QUERY,

@@ -9,7 +9,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lego.cli import LegoCLI, main
-from lego.data.egogen import read_records
+from lego.data.records import read_records
 from lego.models.editing import InstructPix2PixModule, LegoDiffusionModule
 from tests.models.editing.editing_helpers import RandomFeatureReader
 

@@ -18,8 +18,9 @@ from lego.batch import EgoBatch
 from lego.callbacks import DescriptionWriter
 from lego.cli import main
 from lego.data import SynthEgoDataModule, clean_ego4d_narration, read_records
-from lego.data.egogen import DataFormatError, open_rgb
 from lego.data.features import FeatureCache
+from lego.data.io import DataFormatError
+from lego.data.records import open_rgb
 from lego.models.instruct import VisualInstructionTuning
 from lego.models.instruct.network import PromptTemplate, find_projector
 
