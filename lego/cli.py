@@ -15,7 +15,7 @@ import lego.data  # noqa: F401
 import lego.metrics  # noqa: F401
 import lego.models  # noqa: F401
 from lego import tools
-from lego.errors import TrainingFreeError, UserError
+from lego.errors import ConfigError, TrainingFreeError, UserError
 
 #: Flag (or ``LEGO_DEBUG=1``) that shows the traceback of a user error.
 DEBUG_FLAG = "--debug"
@@ -52,6 +52,23 @@ class LegoCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a constructor's refusal of a value is a user error.
+
+        Raises:
+            ConfigError: If a class rejects an option (its ``ValueError`` names the option).
+        """
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            if isinstance(err, UserError):
+                raise
+            # jsonargparse wraps the constructor's error in its own report: name the original.
+            cause: BaseException = err
+            while isinstance(cause.__cause__ or cause.__context__, ValueError):
+                cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+            raise ConfigError(f"invalid option: {cause}") from err
 
     def before_fit(self) -> None:
         """Refuse ``fit`` for a training-free method before anything is built.
@@ -114,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
         print(f"(add {DEBUG_FLAG} for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
 

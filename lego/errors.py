@@ -14,3 +14,7 @@ class UserError(Exception):
 
 class TrainingFreeError(UserError, RuntimeError):
     """A training-free method (SDEdit, ProxEdit, copy input) was asked to ``fit``."""
+
+
+class ConfigError(UserError, ValueError):
+    """An option's value is invalid, or options that must agree do not (e.g. ``vlm_dim``)."""

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lego.batch import EgoBatch, GeneratedFrames
+from lego.errors import ConfigError
 from lego.hub import STABLE_DIFFUSION_15
 from lego.models.editing.components import (
     PredictionType,
@@ -228,7 +229,7 @@ class LegoDiffusionModule(DiffusionGenerator):
         for key in ("vlm_image", "vlm_text"):
             value = getattr(batch, key)
             if value is None:
-                raise ValueError(
+                raise ConfigError(
                     f"{type(self).__name__} has vlm_dim={self.vlm_dim} but the batch with "
                     f"samples {batch.sample_ids[:4]} carries no {key!r}: configure the "
                     "DataModule's VLM feature cache, or set vlm_dim: null (InstructPix2Pix)"
@@ -239,7 +240,7 @@ class LegoDiffusionModule(DiffusionGenerator):
                     f"{tuple(value.shape)} for samples {batch.sample_ids[:4]}"
                 )
             if value.shape[-1] != self.vlm_dim:
-                raise ValueError(
+                raise ConfigError(
                     f"{key} has width {value.shape[-1]} but the model was configured with "
                     f"vlm_dim={self.vlm_dim} (samples {batch.sample_ids[:4]}); the features "
                     "come from a different VLM than the model expects"
