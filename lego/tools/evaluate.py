@@ -206,6 +206,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Problems]:
         scored += len(pairs)
         bar.update(len(chunk))
     bar.close()
+    if scored == 0:  # nothing paired: no metric can be computed (run() says so)
+        return {"samples": len(records), "scored": 0}, problems
     fid_counts: dict[str, int] = {}
     if "fid" in suite.metrics and protocol.fid_sets == "folders":
         for real, root in ((True, args.ground_truth), (False, args.generated)):
@@ -253,17 +255,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     output = args.output or args.generated.resolve().parent / "metrics.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
+    if problems.count():
+        print(f"\n{problems.count()} problem(s):\n{problems.summary()}", file=sys.stderr)
+    if report["scored"] == 0:
+        print(f"error: 0 of {report['samples']} samples scored: no generated frame paired with "
+              f"its ground truth (see the problems above); nothing written", file=sys.stderr)
+        return 1
+    # The figures go to the terminal before any file is written: a failed write loses nothing.
     print(f"\n{report['scored']} of {report['samples']} samples scored "
           f"({report['protocol']['name']} protocol)\n")
     print(markdown_table(report["metrics"]))
     if report["skipped"]:
         print("\nskipped: " + ", ".join(sorted(report["skipped"])))
+    if problems.count() and args.strict:
+        print(f"error: bad input (--strict): {output} not written", file=sys.stderr)
+        return 1
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as err:
+        print(f"error: cannot write {output} ({err}); the full result follows as JSON",
+              file=sys.stderr)
+        print(json.dumps(report, indent=2))
+        return 1
     print(f"\nwrote {output}")
-    if problems.count():
-        print(f"\n{problems.count()} problem(s):\n{problems.summary()}", file=sys.stderr)
-        if args.strict:
-            print("error: bad input (--strict)", file=sys.stderr)
-            return 1
     return 0

@@ -82,6 +82,34 @@ def test_strict_turns_bad_input_into_an_error(tmp_path, synthego_root, weights, 
                                             "--metrics", "psnr", "--strict"))
     assert code == 1
     assert "bad input (--strict)" in capsys.readouterr().err
+    assert not (generated.parent / "metrics.json").exists()  # a refused run writes no result
+
+
+def test_zero_scorable_pairs_is_one_clear_error(tmp_path, synthego_root, weights, capsys):
+    generated, base, ids = _layout(tmp_path, synthego_root, broken=False)
+    shutil.rmtree(generated)
+    generated.mkdir()
+    code = tools.run_tool("evaluate", _argv(generated, base, synthego_root, weights,
+                                            "--metrics", "psnr"))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"0 of {len(ids)} samples scored" in err and f"missing generated: {len(ids)}" in err
+    assert not (generated.parent / "metrics.json").exists()
+
+
+def test_a_result_that_cannot_be_written_is_printed(tmp_path, synthego_root, weights, capsys):
+    generated, base, _ = _layout(tmp_path, synthego_root, broken=False)
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where a folder should be")
+    code = tools.run_tool("evaluate", _argv(generated, base, synthego_root, weights,
+                                            "--metrics", "psnr", "--output",
+                                            str(blocked / "metrics.json")))
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "psnr" in captured.out[: captured.out.index("{")]  # the table came first
+    assert f"cannot write {blocked / 'metrics.json'}" in captured.err
+    printed = json.loads(captured.out[captured.out.index("{"):])
+    assert printed["metrics"]["psnr"] > 10
 
 
 def test_official_fid_uses_whole_folders(tmp_path, synthego_root, weights):
