@@ -1,26 +1,29 @@
-"""``LegoPipeline``: a diffusers pipeline for a trained LEGO model (VLM-conditioned IP2P)."""
+"""``LegoPipeline``: the stock InstructPix2Pix pipeline plus LEGO's VLM conditioner."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
-from diffusers.image_processor import VaeImageProcessor
+from diffusers import StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from lego.models.editing.conditioning import VLMConditioner, assemble_context
-from lego.models.editing.guidance import guided_sample
 
 
-class LegoPipeline(DiffusionPipeline):
+class LegoPipeline(StableDiffusionInstructPix2PixPipeline):
     """Generate an action frame from an input frame, a prompt and VLM embeddings.
 
-    Components: ``vae`` (autoencoder), ``text_encoder`` + ``tokenizer`` (CLIP), ``unet``
-    (image-conditioned), ``scheduler`` (sampling) and ``vlm_conditioner`` (the VLM projections and
-    text mixer). ``save_pretrained`` / ``LegoPipeline.from_pretrained`` round-trip them.
+    A subclass of diffusers' ``StableDiffusionInstructPix2PixPipeline`` that only assembles the
+    cross-attention context: the CLIP text embedding of the prompt followed by the
+    ``vlm_conditioner``'s tokens (77 + 333 = 410 for the paper's LLaVA features), and for the
+    unconditional branches CLIP("") followed by zero tokens. Sampling, three-way guidance and
+    decoding are the stock pipeline's. ``save_pretrained`` / ``LegoPipeline.from_pretrained``
+    round-trip the components.
 
     Args:
         vae: The autoencoder.
@@ -29,6 +32,10 @@ class LegoPipeline(DiffusionPipeline):
         unet: The UNet (input: noisy latent and input-frame latent on channels).
         scheduler: The sampling scheduler.
         vlm_conditioner: The VLM projection and mixing module.
+        safety_checker: Unused (``None``); kept for the parent's interface.
+        feature_extractor: Unused (``None``).
+        image_encoder: Unused (``None``).
+        requires_safety_checker: Unused (``False``).
     """
 
     model_cpu_offload_seq = "text_encoder->vlm_conditioner->unet->vae"
@@ -41,20 +48,25 @@ class LegoPipeline(DiffusionPipeline):
         unet: UNet2DConditionModel,
         scheduler: SchedulerMixin,
         vlm_conditioner: VLMConditioner,
+        safety_checker: Any = None,
+        feature_extractor: Any = None,
+        image_encoder: Any = None,
+        requires_safety_checker: bool = False,
     ) -> None:
-        super().__init__()
-        self.register_modules(
+        super().__init__(
             vae=vae,
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             unet=unet,
             scheduler=scheduler,
-            vlm_conditioner=vlm_conditioner,
+            safety_checker=safety_checker,
+            feature_extractor=feature_extractor,
+            image_encoder=image_encoder,
+            requires_safety_checker=requires_safety_checker,
         )
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=factor)
+        self.register_modules(vlm_conditioner=vlm_conditioner)
 
-    def _encode_prompt(self, prompts: list[str], device: torch.device) -> Tensor:
+    def _clip(self, prompts: list[str], device: torch.device) -> Tensor:
         ids = self.tokenizer(
             prompts,
             padding="max_length",
@@ -65,20 +77,52 @@ class LegoPipeline(DiffusionPipeline):
         return self.text_encoder(ids)[0]
 
     @torch.no_grad()
-    def __call__(
+    def encode_context(
+        self,
+        prompt: str | list[str],
+        vlm_image: Tensor,
+        vlm_text: Tensor,
+        vlm_text_mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The conditional and unconditional cross-attention contexts.
+
+        Args:
+            prompt: The prompt(s).
+            vlm_image: ``B x N_img x D`` VLM image embeddings.
+            vlm_text: ``B x 77 x D`` VLM text embeddings.
+            vlm_text_mask: Optional ``B x 77`` mask of valid text rows.
+
+        Returns:
+            ``(context, null_context)``, each ``B x (77 + tokens) x C``.
+
+        Raises:
+            ValueError: If the numbers of prompts and embeddings differ.
+        """
+        device = self._execution_device
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not len(prompts) == vlm_image.shape[0] == vlm_text.shape[0]:
+            raise ValueError(
+                f"{len(prompts)} prompts, {vlm_image.shape[0]} image and {vlm_text.shape[0]} "
+                "text embeddings: they must be as many"
+            )
+        dtype = next(self.vlm_conditioner.parameters()).dtype
+        mask = vlm_text_mask.to(device) if vlm_text_mask is not None else None
+        tokens = self.vlm_conditioner(vlm_image.to(device, dtype), vlm_text.to(device, dtype), mask)
+        clip = self._clip(prompts, device)
+        null = self._clip([""], device).expand(len(prompts), -1, -1)
+        context = assemble_context(clip, tokens).to(self.unet.dtype)
+        return context, assemble_context(null, torch.zeros_like(tokens)).to(self.unet.dtype)
+
+    @torch.no_grad()
+    def __call__(  # type: ignore[override]
         self,
         image: Tensor | PIL.Image.Image | list[PIL.Image.Image],
         prompt: str | list[str],
         vlm_image: Tensor,
         vlm_text: Tensor,
         vlm_text_mask: Tensor | None = None,
-        num_inference_steps: int = 100,
-        guidance_scale: float = 7.5,
-        image_guidance_scale: float = 1.5,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
-    ) -> ImagePipelineOutput | tuple:
+        **kwargs: Any,
+    ) -> Any:
         """Sample action frames with three-way guidance (text and VLM jointly vs. image).
 
         Args:
@@ -87,52 +131,17 @@ class LegoPipeline(DiffusionPipeline):
             vlm_image: ``B x N_img x D`` VLM image embeddings.
             vlm_text: ``B x 77 x D`` VLM text embeddings.
             vlm_text_mask: Optional ``B x 77`` mask of valid text rows.
-            num_inference_steps: Sampling steps.
-            guidance_scale: Text (and VLM) guidance scale.
-            image_guidance_scale: Image guidance scale.
-            generator: A generator or one per sample.
-            output_type: ``pil``, ``np`` or ``pt`` (``pt``: tensors in [0, 1]).
-            return_dict: Return an ``ImagePipelineOutput`` rather than a tuple.
+            **kwargs: The stock pipeline's options: ``num_inference_steps`` (100),
+                ``guidance_scale`` (7.5), ``image_guidance_scale`` (1.5), ``generator`` (one or
+                one per sample), ``output_type``, ``return_dict``, callbacks ...
 
         Returns:
-            The generated frames.
+            The stock pipeline's output (``images``).
 
         Raises:
-            ValueError: If the numbers of prompts, images and embeddings differ.
+            ValueError: If the numbers of prompts and embeddings differ.
         """
-        device = self._execution_device
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        pixels = self.image_processor.preprocess(image).to(device, self.vae.dtype)
-        if not pixels.shape[0] == len(prompts) == vlm_image.shape[0] == vlm_text.shape[0]:
-            raise ValueError(
-                f"{pixels.shape[0]} images, {len(prompts)} prompts, {vlm_image.shape[0]} image "
-                f"and {vlm_text.shape[0]} text embeddings: they must be as many"
-            )
-        image_latents = self.vae.encode(pixels).latent_dist.mode()
-        clip = self._encode_prompt(prompts, device)
-        null = self._encode_prompt([""], device).expand(len(prompts), -1, -1)
-        dtype = next(self.vlm_conditioner.parameters()).dtype
-        mask = vlm_text_mask.to(device) if vlm_text_mask is not None else None
-        tokens = self.vlm_conditioner(vlm_image.to(device, dtype), vlm_text.to(device, dtype), mask)
-        context = assemble_context(clip, tokens).to(self.unet.dtype)
-        null_context = assemble_context(null, torch.zeros_like(tokens)).to(self.unet.dtype)
-        generators = generator if isinstance(generator, list) or generator is None else [generator]
-        if generators is not None and len(generators) == 1 and len(prompts) > 1:
-            generators = generators[0]  # type: ignore[assignment]
-        latents = guided_sample(
-            self.unet,
-            self.scheduler,
-            image_latents=image_latents,
-            context=context,
-            null_context=null_context,
-            num_inference_steps=num_inference_steps,
-            text_scale=guidance_scale,
-            image_scale=image_guidance_scale,
-            generators=generators,  # type: ignore[arg-type]
+        context, null_context = self.encode_context(prompt, vlm_image, vlm_text, vlm_text_mask)
+        return super().__call__(
+            image=image, prompt_embeds=context, negative_prompt_embeds=null_context, **kwargs
         )
-        decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor)
-        images = self.image_processor.postprocess(decoded.sample, output_type=output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return ImagePipelineOutput(images=images)

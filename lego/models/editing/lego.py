@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+from diffusers import StableDiffusionInstructPix2PixPipeline
 from diffusers.training_utils import EMAModel
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor
@@ -35,7 +36,6 @@ from lego.models.editing.conditioning import (
     conditioning_dropout_masks,
 )
 from lego.models.editing.diffusion import DiffusionGenerator
-from lego.models.editing.guidance import guided_sample
 from lego.models.editing.timesteps import TimestepSampling, check_timestep_sampling, draw_timesteps
 
 log = logging.getLogger(__name__)
@@ -539,9 +539,35 @@ class LegoDiffusionModule(DiffusionGenerator):
         return unet, conditioner
 
     # ------------------------------------------------------------------------------- sampling
+    def pipeline(self) -> StableDiffusionInstructPix2PixPipeline:
+        """The stock diffusers InstructPix2Pix pipeline on the module's live networks.
+
+        During validation, test and predict the live UNet (and VLM conditioner) hold the EMA
+        weights. LEGO feeds it the assembled context (CLIP text + VLM tokens) as
+        ``prompt_embeds``: the three-way guidance and the sampling loop are diffusers'.
+
+        Returns:
+            The pipeline with a fresh sampler; its progress bar is off (Lightning shows its own).
+        """
+        pipe = StableDiffusionInstructPix2PixPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.sampling_scheduler(self.noise_scheduler.config),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
     @torch.no_grad()
     def generate(self, batch: EgoBatch) -> Tensor:
         """Sample one action frame per input with three-way classifier-free guidance.
+
+        Guidance follows diffusers' pipeline: it applies when the text scale is above 1 and the
+        image scale at least 1 (otherwise the conditional prediction alone is used).
 
         Args:
             batch: A batch (target frames not needed).
@@ -551,22 +577,20 @@ class LegoDiffusionModule(DiffusionGenerator):
         """
         self._check_batch(batch, need_target=False)
         size = len(batch)
-        image_latents = self.encode_input_latents(batch.input_frames)
         clip = self.encode_text(list(batch.texts))
-        null = self.null_text(size)
         vlm = self.vlm_tokens(batch)
         context = assemble_context(clip, vlm)
-        null_context = assemble_context(null, torch.zeros_like(vlm) if vlm is not None else None)
-        scheduler = self.sampling_scheduler(self.noise_scheduler.config)
-        latents = guided_sample(
-            self.unet,
-            scheduler,
-            image_latents=image_latents,
-            context=context.to(self.unet.dtype),
-            null_context=null_context.to(self.unet.dtype),
-            num_inference_steps=self.num_inference_steps,
-            text_scale=self.text_guidance_scale,
-            image_scale=self.image_guidance_scale,
-            generators=self.generators(batch),
+        null_context = assemble_context(
+            self.null_text(size), torch.zeros_like(vlm) if vlm is not None else None
         )
+        latents = self.pipeline()(
+            image=self.input_images(batch).to(self.device),
+            prompt_embeds=context.to(self.unet.dtype),
+            negative_prompt_embeds=null_context.to(self.unet.dtype),
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.text_guidance_scale,
+            image_guidance_scale=self.image_guidance_scale,
+            generator=self.generators(batch),
+            output_type="latent",
+        ).images
         return self.decode(self.vae, latents)

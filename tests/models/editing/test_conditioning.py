@@ -10,8 +10,9 @@ from lego.models.editing.conditioning import (
     assemble_context,
     conditioning_dropout_masks,
 )
-from lego.models.editing.guidance import combine_guidance, sample_generators, sample_seed
+from lego.models.editing.guidance import sample_generators, sample_seed
 from lego.models.editing.sd15 import SD15_UNET
+from tests.models.editing.reference_sampler import combine_guidance
 
 
 def test_dropout_rates_match_five_five_five():

@@ -6,8 +6,10 @@ from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPi
 
 from lego.models.editing import InstructPix2PixModule, LegoDiffusionModule
 from lego.models.editing.components import SAMPLING_SPACING
+from lego.models.editing.conditioning import assemble_context
 from lego.models.editing.guidance import sample_generators
 from tests.models.editing.editing_helpers import make_batch
+from tests.models.editing.reference_sampler import guided_sample
 
 FAST = dict(sampler="DPMSolverMultistepScheduler", num_inference_steps=3, ema_decay=None, seed=7)
 
@@ -234,3 +236,37 @@ def test_checkpoint_ema_of_other_weights_is_refused(synthego_backbone):
     ip2p.on_save_checkpoint(checkpoint)
     with pytest.raises(ValueError, match=r"EMA holds 2\d+ tensors .* averages 3\d+ \(UNet and VLM"):
         lego.on_load_checkpoint(checkpoint)
+
+
+@pytest.mark.parametrize("vlm_dim", [None, 16], ids=["ip2p", "lego"])
+@pytest.mark.parametrize(
+    "sampler", ["EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler"]
+)
+def test_pipeline_sampling_equals_the_former_loop(synthego_backbone, sampler, vlm_dim):
+    """Sampling moved to diffusers' IP2P pipeline; frames equal the hand-written loop's."""
+    cls = LegoDiffusionModule if vlm_dim else InstructPix2PixModule
+    extra = {"vlm_dim": vlm_dim} if vlm_dim else {}
+    module = build(cls, synthego_backbone, sampler=sampler, num_inference_steps=4, **extra)
+    with torch.no_grad():
+        for p in module.unet.conv_in.parameters():  # untrained widening gives the image no say
+            p.add_(0.05 * torch.randn_like(p))
+    batch = make_batch(3, dim=vlm_dim)
+    ours = module.generate(batch)
+    with torch.no_grad():
+        vlm = module.vlm_tokens(batch)
+        latents = guided_sample(
+            module.unet,
+            module.sampling_scheduler(module.noise_scheduler.config),
+            image_latents=module.encode_input_latents(batch.input_frames),
+            context=assemble_context(module.encode_text(list(batch.texts)), vlm),
+            null_context=assemble_context(
+                module.null_text(3), torch.zeros_like(vlm) if vlm is not None else None
+            ),
+            num_inference_steps=4,
+            text_scale=module.text_guidance_scale,
+            image_scale=module.image_guidance_scale,
+            generators=module.generators(batch),
+        )
+        expected = module.decode(module.vae, latents)
+    assert ours.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
