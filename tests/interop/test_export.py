@@ -39,7 +39,7 @@ def trained(cls, pretrained, **kwargs):
     module.ema.step(module.ema_parameters())
     with torch.no_grad():
         module.unet.conv_in.bias.add_(1.0)  # live weights move on; the EMA does not
-        if module.vlm_conditioner is not None:
+        if getattr(module, "vlm_conditioner", None) is not None:
             for p in module.vlm_conditioner.parameters():
                 p.add_(1.0)
     return module.eval()
