@@ -36,6 +36,9 @@ from lego.models.editing.timesteps import TimestepSampling, check_timestep_sampl
 
 log = logging.getLogger(__name__)
 
+#: How error messages name the averaged networks.
+_ROLE = {"UNet2DConditionModel": "UNet", "VLMConditioner": "VLM conditioner"}
+
 
 class InstructPix2PixModule(DiffusionGenerator):
     """The paper's IP2P baseline and the trainable base of LEGO: text + input frame -> frame.
@@ -380,9 +383,10 @@ class InstructPix2PixModule(DiffusionGenerator):
         if len(state.get("shadow_params", [])) != count:
             raise ValueError(
                 f"the checkpoint's EMA holds {len(state.get('shadow_params', []))} tensors but "
-                f"{type(self).__name__} averages {count} "
-                f"({', '.join(type(m).__name__ for m in self.ema_modules())}); it was saved by "
-                "another model or version"
+                f"{type(self).__name__} averages {count} ("
+                + " and ".join(_ROLE.get(type(m).__name__, type(m).__name__)
+                               for m in self.ema_modules())
+                + "); it was saved by another model or version"
             )
         self.ema.load_state_dict(state)
 

@@ -254,7 +254,7 @@ def test_pipeline_sampling_equals_the_former_loop(synthego_backbone, sampler, vl
     batch = make_batch(3, dim=vlm_dim)
     ours = module.generate(batch)
     with torch.no_grad():
-        vlm = module.vlm_tokens(batch)
+        vlm = module.condition_tokens(batch)
         latents = guided_sample(
             module.unet,
             module.sampling_scheduler(module.noise_scheduler.config),
