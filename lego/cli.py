@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 # Importing the subpackages registers every selectable class, so YAML can name them by their
 # short class name (``class_path: SynthEgoDataModule``).
@@ -15,6 +18,7 @@ import lego.data  # noqa: F401
 import lego.metrics  # noqa: F401
 import lego.models  # noqa: F401
 from lego import tools
+from lego.callbacks.progress import StepProgressBar
 from lego.errors import ConfigError, TrainingFreeError, UserError
 
 #: Flag (or ``LEGO_DEBUG=1``) that shows the traceback of a user error.
@@ -53,6 +57,43 @@ class LegoCLI(LightningCLI):
             run=run,
         )
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link the VLM width once: the data module expects the model's ``vlm_dim``.
+
+        The model's ``vlm_dim`` (its conditioner's input width) is the one setting; the data
+        module receives it to check the feature cache at setup. A model without VLM
+        conditioning gives ``None`` (no check).
+        """
+        parser.link_arguments(
+            "model", "data.init_args.vlm_dim", compute_fn=_model_vlm_dim, apply_on="instantiate"
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Refuse a ``vlm_dim`` given to the data module: the model's is the one used.
+
+        Raises:
+            ConfigError: If ``data.init_args.vlm_dim`` is set in the config or command line.
+        """
+        config = self.config.get(str(self.subcommand), self.config) if self.subcommand else (
+            self.config)
+        data = config.get("data")
+        given = None
+        if data is not None and getattr(data, "init_args", None) is not None:
+            given = data.init_args.get("vlm_dim")
+        if given is not None:
+            raise ConfigError(
+                f"data.init_args.vlm_dim={given}: the VLM width is set once, by the model "
+                "(model.init_args.vlm_dim), and passed to the data module; remove it from data"
+            )
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Add lego's progress bar unless the config names one or turns the bar off."""
+        named = list(config.get("callbacks") or []) + list(callbacks)
+        if (_RICH_AVAILABLE and config.get("enable_progress_bar", True) is not False
+                and not any(isinstance(c, ProgressBar) for c in named)):
+            callbacks = [*callbacks, StepProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a constructor's refusal of a value is a user error.
 
@@ -82,6 +123,12 @@ class LegoCLI(LightningCLI):
                 f"{name} is training-free: there is nothing to fit. Generate and score its frames "
                 "with `python -m lego test --config <the same config>`"
             )
+
+
+def _model_vlm_dim(model: Any) -> int | None:
+    """The VLM width of an instantiated model (``None`` without VLM conditioning)."""
+    hparams = getattr(model, "hparams", None) or {}
+    return hparams.get("vlm_dim", getattr(model, "vlm_dim", None))
 
 
 def print_help() -> None:

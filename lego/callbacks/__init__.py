@@ -4,7 +4,7 @@ from lego.callbacks.description_metrics import DescriptionMetricsCallback
 from lego.callbacks.description_writer import DescriptionWriter
 from lego.callbacks.evaluation import EditMetricsCallback
 from lego.callbacks.image_grid import ImageGridCallback
-from lego.callbacks.progress import ProgressLogger
+from lego.callbacks.progress import ProgressLogger, StepProgressBar
 from lego.callbacks.writers import FramesWriter
 
 __all__: list[str] = [
@@ -14,4 +14,5 @@ __all__: list[str] = [
     "FramesWriter",
     "ImageGridCallback",
     "ProgressLogger",
+    "StepProgressBar",
 ]

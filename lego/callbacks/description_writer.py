@@ -40,6 +40,9 @@ class DescriptionWriter(BasePredictionWriter):
             ``llava_forecast_finetune``).
         shard_size: Samples per shard (a killed job loses at most this many per rank).
         resume: Skip samples already in the cache (otherwise an existing cache is an error).
+            A damaged shard (cut short by a kill or a full disk) is set aside as
+            ``<name>.damaged`` and its samples are described again. One run writes a cache at a
+            time: a second one on the same cache stops with an error (``<cache>/.lock``).
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class DescriptionWriter(BasePredictionWriter):
         if not self.resume and self.writer.manifest() is not None:
             raise FileExistsError(f"{cache_dir}: feature cache exists and resume is off")
         if trainer.is_global_zero:
+            self.writer.lock()  # a second describe run on this cache stops here
             self.writer.prepare(info["manifest"], info["projector"], write=True)
         trainer.strategy.barrier("description_writer_prepare")
         self.writer.prepare(info["manifest"], info["projector"], write=False)
@@ -100,6 +104,12 @@ class DescriptionWriter(BasePredictionWriter):
             rank_zero_info(f"{cache_dir}: {len(done)} samples already described, skipping them")
         self.samples = self.tokens = 0
         self.started = time.perf_counter()
+
+    def on_exception(  # noqa: D102
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        if self.writer is not None:
+            self.writer.unlock()
 
     def write_on_batch_end(
         self,
@@ -142,7 +152,10 @@ class DescriptionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         cache_dir = self.cache_dir(self.split)
-        entries = finalize_cache(cache_dir)
+        try:
+            entries = finalize_cache(cache_dir)
+        finally:
+            self.writer.unlock()
         summary = (
             f"describe {self.split}: {len(entries)} samples in {cache_dir} "
             f"({self.samples} new on rank 0, {self.tokens / elapsed:.1f} tokens/s)"

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lego.batch import GeneratedFrames
 from lego.callbacks.run_record import generator_record
-from lego.data.io import DataFormatError, load_json, safe_join
+from lego.data.io import DataFormatError, load_json, safe_join, writable_dir
 from lego.data.records import open_rgb, read_records
 from lego.metrics.protocol import (
     get_protocol,
@@ -108,9 +108,27 @@ class EditMetricsCallback(Callback):
 
     # -- setup ------------------------------------------------------------------------------
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Check the output folders and read the metadata before the first batch.
+
+        Raises:
+            OutputError: If ``output_dir`` or ``frames_dir`` cannot be written.
+            DataFormatError: If the metadata file is missing or malformed.
+        """
+        scored = {"fit": "validate", "validate": "validate", "test": "test"}.get(stage)
+        if scored not in self.stages:
+            return
+        if trainer.is_global_zero:
+            for option, folder in (("output_dir", self.output_dir),
+                                   ("frames_dir", self.frames_dir)):
+                if folder is not None:
+                    writable_dir(folder, f"EditMetricsCallback.{option}")
+        if self.metadata_path is not None and self.metadata is None:
+            self.metadata = load_json(self.metadata_path)
+
     def _build(self, device: torch.device) -> EditMetricSuite:
         if self.suite is None:
-            if self.metadata_path is not None:
+            if self.metadata_path is not None and self.metadata is None:
                 self.metadata = load_json(self.metadata_path)
             if self.records_path is not None:
                 for rec in read_records(self.records_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -11,6 +11,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from lego.batch import GeneratedFrames
+
+#: Tag prefix of each stage: the same as the stage's scalars (``val/loss``, ``test/psnr``).
+PREFIX = {"validate": "val", "test": "test", "predict": "predict"}
 
 
 def grid_rows(outputs: GeneratedFrames, max_samples: int) -> Tensor:
@@ -41,16 +44,20 @@ class ImageGridCallback(Callback):
     Args:
         max_samples: Rows of the grid.
         every_n_steps: Minimum number of global steps between two grids of a stage.
-        stages: Stages to log (``validation``, ``test``, ``predict``).
+        stages: Stages to log (``validate``, ``test``, ``predict``); the grids are tagged
+            ``val/grid``, ``test/grid`` and ``predict/grid``, beside the stage's scalars.
     """
 
     def __init__(
         self,
         max_samples: int = 8,
         every_n_steps: int = 1,
-        stages: tuple[str, ...] = ("validation", "test"),
+        stages: tuple[Literal["validate", "test", "predict"], ...] = ("validate", "test"),
     ) -> None:
         super().__init__()
+        unknown = [s for s in stages if s not in PREFIX]
+        if unknown:
+            raise ValueError(f"stages must be among {sorted(PREFIX)}, got {unknown}")
         self.max_samples = max_samples
         self.every_n_steps = max(1, every_n_steps)
         self.stages = tuple(stages)
@@ -73,7 +80,7 @@ class ImageGridCallback(Callback):
             f"**{outputs.sample_ids[i]}**: " + textwrap.shorten(outputs.texts[i], 400)
             for i in range(n)
         )
-        tag = f"{stage}/grid"
+        tag = f"{PREFIX[stage]}/grid"
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(tag, image, global_step=step)
@@ -91,7 +98,7 @@ class ImageGridCallback(Callback):
     ) -> None:
         """Log a grid of the first validation batch with generated frames."""
         if not trainer.sanity_checking:
-            self._log(trainer, "validation", outputs)
+            self._log(trainer, "validate", outputs)
 
     def on_test_batch_end(
         self,

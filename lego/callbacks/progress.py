@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
 
@@ -93,3 +94,21 @@ class ProgressLogger(Callback):
         left = (total - done) * elapsed / done if total else 0.0
         rank_zero_info(f"predict batch {done}/{total} | {_clock(elapsed)} elapsed, "
                        f"{_clock(left)} left")
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, without a nonsense epoch total in step-bounded runs.
+
+    The stock bar titles the training bar ``Epoch 2/<max_epochs - 1>``, which reads
+    ``Epoch 2/-2`` when training is bounded by ``max_steps`` (``max_epochs: -1``); this one
+    writes ``Epoch 2`` then. ``python -m lego`` uses it when a config names no progress bar.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs > 0:
+            return super()._get_train_description(current_epoch)
+        description = f"Epoch {current_epoch}"
+        if len(self.validation_description) > len(description):
+            description = f"{description:{len(self.validation_description)}}"
+        return description

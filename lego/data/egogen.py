@@ -30,16 +30,30 @@ from lego.data.io import DataFormatError, load_json, safe_join
 from lego.data.records import (
     REQUIRED_FIELDS,
     Record,
+    check_complete,
     frame_to_tensor,
     open_rgb,
     read_records,
 )
+from lego.data.sampling import EpochIndex, ResumableDataLoader, ResumableSampler
+from lego.data.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
 TextSource = Literal["action", "raw_action", "description"]
 FrameCheck = Literal["open", "decode", "none"]
 OnBadRecord = Literal["error", "skip"]
+
+def _check_unicode(text: str, name: str, where: str) -> None:
+    """Refuse text that cannot be written as UTF-8 (a lone surrogate left by bad JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DataFormatError(
+            f"{where}: field {name!r} is not valid Unicode ({err.reason} at character "
+            f"{err.start}: {text[max(0, err.start - 20):err.start]!r}...)"
+        ) from err
+
 
 class FeatureReader(Protocol):
     """Supplies VLM embeddings for a sample (the VLM feature cache plugs in here)."""
@@ -81,8 +95,13 @@ class EgoGenDataset(Dataset[EgoSample]):
         resolution: Square side the frames are squashed to.
         flip_prob: Probability of flipping input and target frames together horizontally. The
             text is left as it is (the paper's behaviour), so "left"/"right" is not swapped.
+            Whether a sample is flipped is drawn from ``(seed, epoch, index)`` (the epoch comes
+            with the index from :class:`~lego.data.sampling.ResumableSampler`; 0 for a plain
+            index), never from the global random state: a resumed run flips as an uninterrupted
+            one.
         load_targets: Load the target frame (off for inference on unseen inputs).
         feature_reader: Optional source of VLM embeddings, keyed by sample id and input path.
+        seed: Seed of the flips.
     """
 
     def __init__(
@@ -92,9 +111,11 @@ class EgoGenDataset(Dataset[EgoSample]):
         flip_prob: float = 0.0,
         load_targets: bool = True,
         feature_reader: FeatureReader | None = None,
+        seed: int = 0,
     ) -> None:
         if not 0.0 <= flip_prob <= 1.0:
             raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+        self.seed = seed
         self.records = records
         self.resolution = resolution
         self.flip_prob = flip_prob
@@ -104,13 +125,21 @@ class EgoGenDataset(Dataset[EgoSample]):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> EgoSample:
+    def flipped(self, epoch: int, index: int) -> bool:
+        """Whether sample ``index`` is flipped in ``epoch`` (a function of the seed and both)."""
+        if self.flip_prob <= 0:
+            return False
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "flip", epoch, index))
+        return bool(torch.rand((), generator=generator) < self.flip_prob)
+
+    def __getitem__(self, item: int | EpochIndex) -> EgoSample:
+        epoch, index = item if isinstance(item, EpochIndex) else (0, int(item))
         rec = self.records[index]
         inp = frame_to_tensor(open_rgb(rec.input_path, rec.where), self.resolution)
         target = None
         if self.load_targets and rec.target_path is not None:
             target = frame_to_tensor(open_rgb(rec.target_path, rec.where), self.resolution)
-        if self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
+        if self.flipped(epoch, index):
             inp = inp.flip(-1)
             target = target.flip(-1) if target is not None else None
         sample = EgoSample(
@@ -176,8 +205,9 @@ class EgoGenDataModule(LightningDataModule):
             is not changed by a flip, so datasets whose text names "left"/"right" should use 0.
         on_bad_record: ``error`` stops at setup with every bad record listed; ``skip`` logs
             each skipped record and the total, then goes on without them.
-        check_frames: How frames are checked at setup: ``open`` reads headers, ``decode`` decodes
-            every pixel, ``none`` only checks that the files exist.
+        check_frames: How frames are checked at setup: ``open`` reads headers and checks that
+            JPEG and PNG files are complete (their end marker: as cheap as the header),
+            ``decode`` decodes every pixel, ``none`` only checks that the files exist.
         records_dir: Folder holding the records JSON files, if not ``root`` (e.g. a copy
             enriched with VLM descriptions).
         curated_file: The curated conversation list; default
@@ -186,6 +216,11 @@ class EgoGenDataModule(LightningDataModule):
             paper's curated file covers part of the train split); the count used is logged.
         max_samples: Keep only the first N records of each split (quick experiments).
         shuffle: Shuffle the training split.
+        data_seed: Seed of the training order and flips: epoch ``e`` visits this rank's slice of
+            a permutation drawn from ``(data_seed, e)`` and flips a sample as ``(data_seed, e,
+            sample)`` says, so a run resumed from a checkpoint sees the same batches as an
+            uninterrupted one. (Not ``seed``: Lightning refuses a key that the model's and the
+            DataModule's hyperparameters share with different values.)
         features: VLM features attached to each sample (``vlm_image``, ``vlm_text``,
             ``vlm_text_mask``): the describe stage's feature cache root, one cache per split
             (``<features>/<split>``), or with ``features_layout: official_npy`` the paper's image
@@ -219,6 +254,7 @@ class EgoGenDataModule(LightningDataModule):
         curated_only: bool = False,
         max_samples: int | None = None,
         shuffle: bool = True,
+        data_seed: int = 0,
         features: Path | None = None,
         features_layout: Literal["cache", "official_npy"] = "cache",
         features_text: Path | None = None,
@@ -249,6 +285,7 @@ class EgoGenDataModule(LightningDataModule):
         self.curated_only = curated_only
         self.max_samples = max_samples
         self.shuffle = shuffle
+        self.data_seed = data_seed
         #: A reader injected for every split (overrides ``features``).
         self.feature_reader: FeatureReader | None = None
         self.features = Path(features) if features is not None else None
@@ -260,6 +297,8 @@ class EgoGenDataModule(LightningDataModule):
             raise ValueError("features_layout official_npy needs features_text (the text root)")
         self.datasets: dict[str, EgoGenDataset] = {}
         self._curated: dict[str, tuple[str | None, str | None]] | None = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._train_position: dict[str, int] | None = None
 
     # ----------------------------------------------------------------------------- layout
     def clean_action(self, label: str) -> str:
@@ -332,12 +371,28 @@ class EgoGenDataModule(LightningDataModule):
         return joined
 
     # ----------------------------------------------------------------------------- validation
-    def prepare_records(self, split: str, load_targets: bool = True) -> ValidationReport:
-        """Read and validate the records of ``split`` (fields, paths, frames).
+    def prepare_records(
+        self,
+        split: str,
+        load_targets: bool = True,
+        features: FeatureReader | None = None,
+        check_metadata: bool = False,
+    ) -> ValidationReport:
+        """Read and validate the records of ``split`` (fields, text, paths, frames, features).
+
+        Every fault of one record that can be found without training is found here, so
+        ``on_bad_record: skip`` can leave the record out: missing or non-string fields, text
+        that is not valid Unicode, unsafe paths, missing, unreadable, truncated or oversized
+        frames, a clip without metadata (``check_metadata``), and a sample missing from the
+        feature cache.
 
         Args:
             split: The split name.
             load_targets: Require and check the target frame of each record.
+            features: The split's feature reader; a reader with a ``check(sample_id, image_0,
+                where)`` method checks each record's features.
+            check_metadata: Each record's clip must have an entry in the metadata file (when
+                the dataset has one): the splits whose frames are written and scored.
 
         Returns:
             The report with the valid records and the bad ones with their messages.
@@ -350,9 +405,13 @@ class EgoGenDataModule(LightningDataModule):
         curated = self.curated() if split == self.train_split else {}
         report = ValidationReport(split)
 
+        metadata = None
+        if check_metadata and self.metadata_file().is_file():
+            metadata = self.metadata()
+
         def check(rec: Record) -> PreparedRecord | tuple[str, str]:
             try:
-                return self._prepare(rec, base, curated, load_targets)
+                return self._prepare(rec, base, curated, load_targets, metadata, features)
             except DataFormatError as err:
                 return (rec.sample_id, str(err))
 
@@ -379,6 +438,8 @@ class EgoGenDataModule(LightningDataModule):
         base: Path,
         curated: dict[str, tuple[str | None, str | None]],
         load_targets: bool,
+        metadata: dict[str, Any] | None = None,
+        features: FeatureReader | None = None,
     ) -> PreparedRecord:
         where = rec.where()
         required = REQUIRED_FIELDS if load_targets else ("image_0", "action")
@@ -388,6 +449,7 @@ class EgoGenDataModule(LightningDataModule):
         raw_action = rec.fields["action"]
         if not isinstance(raw_action, str) or not raw_action.strip():
             raise DataFormatError(f"{where}: field 'action' must be a non-empty string")
+        _check_unicode(raw_action, "action", where)
         input_path = safe_join(base, rec.fields["image_0"], where)
         image_1 = rec.fields.get("image_1")
         target_path = safe_join(base, image_1, where) if image_1 is not None else None
@@ -396,6 +458,16 @@ class EgoGenDataModule(LightningDataModule):
         description = rec.fields.get(self.description_key)
         if description is not None and not isinstance(description, str):
             raise DataFormatError(f"{where}: field {self.description_key!r} must be a string")
+        if description is not None:
+            _check_unicode(description, self.description_key, where)
+        if metadata is not None and rec.clip_id not in metadata:
+            raise DataFormatError(
+                f"{where}: clip {rec.clip_id!r} has no entry in {self.metadata_file()} (the "
+                "metrics and frame writers need its frame size)"
+            )
+        check_features = getattr(features, "check", None)
+        if check_features is not None:
+            check_features(rec.sample_id, rec.fields["image_0"], where)
         action = self.clean_action(raw_action)
         if self.text_source == "description":
             if not description or not description.strip():
@@ -413,8 +485,11 @@ class EgoGenDataModule(LightningDataModule):
             if self.check_frames == "none":
                 if not frame.is_file():
                     raise DataFormatError(f"{where}: frame not found: {frame}")
+            elif self.check_frames == "decode":
+                open_rgb(frame, where).close()
             else:
-                open_rgb(frame, where, decode=self.check_frames == "decode").close()
+                with open_rgb(frame, where, decode=False) as image:
+                    check_complete(image, frame, where)
         question, answer = curated.get(str(PurePosixPath(rec.fields["image_0"])), (None, None))
         return PreparedRecord(
             clip_id=rec.clip_id,
@@ -432,8 +507,14 @@ class EgoGenDataModule(LightningDataModule):
             where=where,
         )
 
-    def _checked(self, split: str, load_targets: bool = True) -> list[PreparedRecord]:
-        report = self.prepare_records(split, load_targets)
+    def _checked(
+        self,
+        split: str,
+        load_targets: bool = True,
+        features: FeatureReader | None = None,
+        check_metadata: bool = False,
+    ) -> list[PreparedRecord]:
+        report = self.prepare_records(split, load_targets, features, check_metadata)
         if report.bad:
             if self.on_bad_record == "error":
                 shown = "\n".join(f"  - {msg}" for _, msg in report.bad[:20])
@@ -468,7 +549,9 @@ class EgoGenDataModule(LightningDataModule):
             image_tokens=self.vlm_image_tokens,
         )
 
-    def make_dataset(self, split: str, train: bool, require_targets: bool = True) -> EgoGenDataset:
+    def make_dataset(
+        self, split: str, train: bool, require_targets: bool = True, scored: bool = False
+    ) -> EgoGenDataset:
         """Validate ``split`` and build its dataset.
 
         Args:
@@ -476,11 +559,14 @@ class EgoGenDataModule(LightningDataModule):
             train: Training split (random flips apply).
             require_targets: Every record must have a readable target frame. Without it a
                 target is loaded only where the record names one.
+            scored: The split's frames are written and scored (validation, test): each clip
+                must be in the metadata file when the dataset has one.
 
         Returns:
             The dataset.
         """
-        records = self._checked(split, require_targets)
+        reader = self.features_for(split)
+        records = self._checked(split, require_targets, reader, check_metadata=scored)
         if self.curated_only and split == self.train_split:
             total = len(records)
             records = [r for r in records if r.curated]
@@ -495,7 +581,8 @@ class EgoGenDataModule(LightningDataModule):
             records,
             resolution=self.resolution,
             flip_prob=self.flip_prob if train else 0.0,
-            feature_reader=self.features_for(split),
+            feature_reader=reader,
+            seed=self.data_seed,
         )
 
     def setup(self, stage: str) -> None:
@@ -513,26 +600,97 @@ class EgoGenDataModule(LightningDataModule):
         for role, split in wanted:
             if role not in self.datasets:
                 self.datasets[role] = self.make_dataset(
-                    split, train=role == "train", require_targets=role != "predict"
+                    split, train=role == "train", require_targets=role != "predict",
+                    scored=role in ("val", "test"),
                 )
 
     # ----------------------------------------------------------------------------- loaders
-    def _loader(self, role: str, shuffle: bool) -> DataLoader[EgoSample]:
+    def _dataset(self, role: str) -> EgoGenDataset:
         if role not in self.datasets:
             raise RuntimeError(f"setup() has not prepared the {role!r} dataset")
+        return self.datasets[role]
+
+    def _loader_options(self, role: str) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "collate_fn": EgoBatch.collate,
+            "persistent_workers": self.num_workers > 0 and role == "train",
+            "pin_memory": torch.cuda.is_available(),
+        }
+
+    def _loader(self, role: str, shuffle: bool) -> DataLoader[EgoSample]:
         return DataLoader(
-            self.datasets[role],
+            self._dataset(role),
             batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=EgoBatch.collate,
-            persistent_workers=self.num_workers > 0 and role == "train",
-            pin_memory=torch.cuda.is_available(),
+            **self._loader_options(role),
         )
 
     def train_dataloader(self) -> DataLoader[EgoSample]:
-        """Shuffled loader over the train split."""
-        return self._loader("train", self.shuffle)
+        """Loader over the train split that resumes mid-epoch (:mod:`lego.data.sampling`).
+
+        Epoch ``e`` visits this rank's slice of a permutation drawn from ``(data_seed, e)`` (the
+        records' order without ``shuffle``); under DDP the sampler is already distributed, so
+        Lightning keeps it. Where the epoch stands is saved in the checkpoint (by this
+        DataModule, :meth:`state_dict`, and by Lightning's fit loop, as the loader is stateful),
+        so a resumed run goes on with the next batch.
+        """
+        dataset = self._dataset("train")
+        trainer = getattr(self, "trainer", None)
+        ranks = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+
+        def current_epoch() -> int:
+            assert trainer is not None
+            return int(trainer.current_epoch)
+
+        sampler = ResumableSampler(
+            dataset,
+            shuffle=self.shuffle,
+            seed=self.data_seed,
+            num_replicas=int(ranks.get("num_replicas", 1)),
+            rank=int(ranks.get("rank", 0)),
+        )
+        loader = ResumableDataLoader(
+            dataset,
+            sampler,
+            batch_size=self.batch_size,
+            epoch=current_epoch if trainer is not None else None,
+            **self._loader_options("train"),
+        )
+        if self._train_position is not None:
+            loader.load_state_dict(self._train_position)
+            self._train_position = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training epoch stands: ``{"train_position": {"epoch", "batches"}}``.
+
+        Lightning saves it in the checkpoint. Lightning also saves the stateful train loader's
+        state with its fit loop, but restores that one only when the loader is made after the
+        checkpoint is read, which a ``configure_optimizers`` asking for
+        ``trainer.estimated_stepping_batches`` prevents (Lightning issue #20550); this copy is
+        restored before the model is set up.
+        """
+        if self._train_loader is not None:
+            return {"train_position": self._train_loader.state_dict()}
+        if self._train_position is not None:
+            return {"train_position": dict(self._train_position)}
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the train loader after the saved position (see :meth:`state_dict`).
+
+        Args:
+            state_dict: What :meth:`state_dict` returned.
+        """
+        position = state_dict.get("train_position")
+        if position is None:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(position)
+        else:
+            self._train_position = dict(position)
 
     def val_dataloader(self) -> DataLoader[EgoSample]:
         """Loader over the validation split."""

@@ -8,6 +8,7 @@ hidden state of each generated token) and the enriched description. Layout of a 
     <cache>/shards/*.safetensors     per-rank shards: "<sample_id>/image", "<sample_id>/text"
     <cache>/index.json               sample id -> shard (rebuilt from the shards when stale)
     <cache>/descriptions.json        sample id -> enriched description
+    <cache>/.lock                    held (flock) by the describe run writing the cache
 
 Size: the paper's layout stores ``256 x 5120`` projected image tokens plus ``77 x 5120`` text
 rows in float16 per sample (~3.4 MB). This cache stores the image as the vision features before
@@ -20,9 +21,13 @@ The paper's own per-sample ``.npy`` layout is read by :class:`OfficialNpyFeature
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,13 +39,17 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from lego.data.io import DataFormatError, load_json, safe_join
+from lego.data.io import DataFormatError, load_json, publish, safe_join
+from lego.errors import UserError
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 INDEX = "index.json"
 DESCRIPTIONS = "descriptions.json"
 PROJECTOR = "projector.safetensors"
 SHARDS = "shards"
+LOCK = ".lock"
 FORMAT = "lego-vlm-features"
 FORMAT_VERSION = 1
 #: Rows of the text embedding (CLIP's context length, as in the paper).
@@ -49,6 +58,11 @@ TEXT_LENGTH = 77
 IDENTITY_KEYS = ("model", "template", "generation", "image_storage", "dims", "dtype")
 
 ImageStorage = Literal["vision", "projected"]
+
+
+class CacheBusyError(UserError, RuntimeError):
+    """Another describe run holds the feature cache's writer lock."""
+
 FeatureLayout = Literal["cache", "official_npy"]
 
 
@@ -109,7 +123,42 @@ def check_manifest(existing: dict[str, Any], new: dict[str, Any], where: Path) -
             )
 
 
+def check_shard(path: Path) -> None:
+    """Check that a shard is complete: its header parses and its data fills the file exactly.
+
+    Reads the header only (a few KB), so every shard of a cache can be checked at setup; a
+    shard cut short by a full disk or an interrupted copy is named here instead of failing
+    with a bare ``SafetensorError`` in the middle of an epoch.
+
+    Args:
+        path: The shard file.
+
+    Raises:
+        DataFormatError: Naming the shard and what is wrong with it.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                raise ValueError(f"{size} bytes: shorter than a safetensors header")
+            length = int.from_bytes(head, "little")
+            if length > size - 8:
+                raise ValueError(f"its header claims {length} bytes but the file has {size}")
+            header = json.loads(handle.read(length))
+        end = max((entry["data_offsets"][1] for key, entry in header.items()
+                   if key != "__metadata__"), default=0)
+        if 8 + length + end != size:
+            raise ValueError(f"its tensors end at byte {8 + length + end} but the file has {size}")
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise DataFormatError(
+            f"{path}: damaged feature-cache shard ({err}); delete it and run the describe stage "
+            "again (it redoes only the missing samples)"
+        ) from err
+
+
 def _shard_samples(path: Path) -> list[dict[str, Any]]:
+    check_shard(path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     try:
@@ -119,23 +168,39 @@ def _shard_samples(path: Path) -> list[dict[str, Any]]:
     return list(samples)
 
 
-def scan_shards(cache_dir: Path) -> dict[str, dict[str, Any]]:
+def scan_shards(cache_dir: Path, set_aside_damaged: bool = False) -> dict[str, dict[str, Any]]:
     """Read every shard's header: sample id -> ``{shard, image_0, description, num_tokens}``.
 
     A sample present in several shards keeps its first shard in name order.
 
     Args:
         cache_dir: The cache folder.
+        set_aside_damaged: Rename a damaged shard to ``<name>.damaged`` (with a warning) and go
+            on without its samples, so a resumed describe run writes them again; otherwise a
+            damaged shard is an error.
 
     Returns:
         The entries.
+
+    Raises:
+        DataFormatError: If a shard is damaged and ``set_aside_damaged`` is off.
     """
     entries: dict[str, dict[str, Any]] = {}
     shard_dir = Path(cache_dir) / SHARDS
     if not shard_dir.is_dir():
         return entries
     for shard in sorted(shard_dir.glob("*.safetensors")):
-        for sample in _shard_samples(shard):
+        try:
+            samples = _shard_samples(shard)
+        except DataFormatError as err:
+            if not set_aside_damaged:
+                raise
+            with contextlib.suppress(FileNotFoundError):  # another rank set it aside first
+                os.replace(shard, shard.with_name(shard.name + ".damaged"))
+            log.warning("%s; set aside as %s.damaged, its samples will be described again",
+                        err, shard.name)
+            continue
+        for sample in samples:
             entries.setdefault(sample["id"], {**sample, "shard": shard.name})
     return entries
 
@@ -163,6 +228,7 @@ class FeatureCacheWriter:
         self.buffer: dict[str, Tensor] = {}
         self.buffer_samples: list[dict[str, Any]] = []
         self.written = 0
+        self._lock: Any = None
 
     def manifest(self) -> dict[str, Any] | None:
         """The cache's manifest, or ``None`` for a new cache."""
@@ -195,12 +261,47 @@ class FeatureCacheWriter:
             save_file(
                 {"weight": weight.float().contiguous(), "bias": bias.float().contiguous()}, tmp
             )
-            os.replace(tmp, self.cache_dir / PROJECTOR)
+            publish(tmp, self.cache_dir / PROJECTOR)
         _write_json(self.cache_dir / MANIFEST, manifest)
 
     def completed(self) -> set[str]:
-        """Ids of the samples already in the cache's shards."""
-        return set(scan_shards(self.cache_dir))
+        """Ids of the samples already in the cache's complete shards (damaged ones set aside)."""
+        return set(scan_shards(self.cache_dir, set_aside_damaged=True))
+
+    def lock(self) -> None:
+        """Take the cache's writer lock (one describe run per cache at a time).
+
+        The lock is an ``flock`` on ``<cache>/.lock``, released by :meth:`unlock` or by the
+        system when the process ends, so a killed run never leaves a stale lock.
+
+        Raises:
+            CacheBusyError: If another process holds the lock.
+        """
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cache_dir / LOCK
+        handle = open(path, "a+")  # noqa: SIM115 - held open until unlock()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise CacheBusyError(
+                f"{self.cache_dir}: another describe run ({owner}) is writing this feature "
+                "cache; wait for it to finish (a rerun then skips what it wrote)"
+            ) from err
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def unlock(self) -> None:
+        """Release the writer lock taken by :meth:`lock` (no-op when not held)."""
+        handle, self._lock = self._lock, None
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     def add(self, out: DescribedSamples) -> None:
         """Buffer a batch of samples; write a shard when the buffer is full.
@@ -240,7 +341,7 @@ class FeatureCacheWriter:
         name = f"rank{self.rank:03d}-{self.run_token}-{self.sequence:05d}.safetensors"
         tmp = shard_dir / f".{name}.tmp"
         save_file(self.buffer, tmp, metadata={"samples": json.dumps(self.buffer_samples)})
-        os.replace(tmp, shard_dir / name)
+        publish(tmp, shard_dir / name)
         self.written += len(self.buffer_samples)
         self.sequence += 1
         self.buffer, self.buffer_samples = {}, []
@@ -360,7 +461,26 @@ class FeatureCache:
             with safe_open(str(self.cache_dir / PROJECTOR), framework="pt") as f:
                 self.projector = (f.get_tensor("weight"), f.get_tensor("bias"))
         self.entries = self._load_index()
+        for shard in sorted(set(self.entries.values())):
+            check_shard(self.cache_dir / SHARDS / shard)
         self._handles: dict[str, Any] = {}
+
+    def check(self, sample_id: str, image_0: str, where: str) -> None:
+        """Refuse, at setup, a record whose sample the cache does not hold.
+
+        Args:
+            sample_id: ``"<clip_id>/<action_id>"``.
+            image_0: The input frame path (unused; the cache is keyed by sample id).
+            where: The record, for the message.
+
+        Raises:
+            DataFormatError: If the sample is not in the cache.
+        """
+        if sample_id not in self.entries:
+            raise DataFormatError(
+                f"{where}: no features in the cache {self.cache_dir} (describe this split "
+                "again: finished samples are skipped)"
+            )
 
     def _load_index(self) -> dict[str, str]:
         index_path = self.cache_dir / INDEX
@@ -406,13 +526,20 @@ class FeatureCache:
                 f"{self.cache_dir}: sample {sample_id!r} is not in the feature cache "
                 "(describe this split again; finished samples are skipped)"
             )
-        f = self._handle(shard)
-        image = f.get_tensor(f"{sample_id}/image")
+        try:
+            f = self._handle(shard)
+            image = f.get_tensor(f"{sample_id}/image")
+            text = f.get_tensor(f"{sample_id}/text")
+        except Exception as err:  # safetensors raises its own SafetensorError
+            raise DataFormatError(
+                f"{self.cache_dir / SHARDS / shard}: cannot read sample {sample_id!r} ({err}); "
+                "delete the shard and run the describe stage again"
+            ) from err
         if self.projector is not None:
             weight, bias = self.projector
             # Project in float32, then round as the paper's float16 files are rounded.
             image = (image.float() @ weight.T + bias).half()
-        text, mask = pad_text(f.get_tensor(f"{sample_id}/text"), self.text_length)
+        text, mask = pad_text(text, self.text_length)
         return {"vlm_image": image.float(), "vlm_text": text, "vlm_text_mask": mask}
 
     def descriptions(self) -> dict[str, str]:
@@ -470,6 +597,18 @@ class OfficialNpyFeatures:
                 f"{where}: {path} has width {array.shape[1]}, expected {self.embed_dim}"
             )
         return array
+
+    def check(self, sample_id: str, image_0: str, where: str) -> None:
+        """Refuse, at setup, a record whose image or text feature file is missing.
+
+        Raises:
+            DataFormatError: If a file is missing.
+        """
+        relative = str(PurePosixPath(image_0.replace("\\", "/"))).replace("jpg", "npy")
+        for root, kind in ((self.image_root, "image"), (self.text_root, "text")):
+            path = safe_join(root, relative, where)
+            if not path.is_file():
+                raise DataFormatError(f"{where}: {kind} feature file not found: {path}")
 
     def read(self, sample_id: str, image_0: str) -> dict[str, Tensor]:
         """Return ``{"vlm_image", "vlm_text", "vlm_text_mask"}`` for one sample (float32).

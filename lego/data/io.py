@@ -7,6 +7,8 @@ whose message names the file and, where there is one, the record.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -18,6 +20,60 @@ class DataFormatError(UserError, ValueError):
 
     The message always names the file and, where there is one, the record.
     """
+
+
+class OutputError(UserError, OSError):
+    """An output folder cannot be created or written; the message names it and its option."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: Path | str, dest: Path | str) -> None:
+    """Move a finished temporary file onto ``dest`` atomically, readable as a normal file.
+
+    Temporary files (``tempfile.mkstemp``, safetensors) are created with mode 0600; the
+    published file gets the mode an ordinary new file would (0666 less the umask), so a
+    feature cache or a frames folder can be shared with a group.
+
+    Args:
+        tmp: The complete temporary file, in the folder of ``dest``.
+        dest: The final path.
+    """
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, dest)
+
+
+def writable_dir(path: Path, option: str) -> Path:
+    """Create ``path`` if needed and check that files can be written in it.
+
+    Called at setup by everything that writes results, so an unwritable folder is reported
+    before any work is done, not after the first batch.
+
+    Args:
+        path: The folder.
+        option: The option that names it, for the message (e.g. ``FramesWriter.output_dir``).
+
+    Returns:
+        The folder.
+
+    Raises:
+        OutputError: If the folder cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise OutputError(
+            f"{option}: cannot write to {path} ({err.strerror or err}); choose a folder you can "
+            "write to"
+        ) from err
+    return path
 
 
 def load_json(path: Path) -> Any:

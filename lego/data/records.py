@@ -97,6 +97,11 @@ def open_rgb(path: Path, where: str, decode: bool = True) -> Image.Image:
         image = Image.open(path)
     except FileNotFoundError as err:
         raise DataFormatError(f"{where}: frame not found: {path}") from err
+    except Image.DecompressionBombError as err:
+        raise DataFormatError(
+            f"{where}: frame {path} is too large to decode safely ({err}); resize it, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+        ) from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataFormatError(f"{where}: unreadable frame {path} ({err})") from err
     if image.mode not in CONVERTIBLE_MODES:
@@ -108,6 +113,10 @@ def open_rgb(path: Path, where: str, decode: bool = True) -> Image.Image:
         return image
     try:
         image.load()
+    except Image.DecompressionBombError as err:
+        raise DataFormatError(
+            f"{where}: frame {path} is too large to decode safely ({err})"
+        ) from err
     except (OSError, ValueError, SyntaxError) as err:
         raise DataFormatError(f"{where}: corrupt frame {path} ({err})") from err
     if image.mode in ("RGBA", "LA", "PA", "RGBa") or (
@@ -118,6 +127,43 @@ def open_rgb(path: Path, where: str, decode: bool = True) -> Image.Image:
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image)
     return image.convert("RGB")
+
+
+#: The bytes an intact file of a format ends with (within its last few bytes).
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+_TAIL = 64
+
+
+def check_complete(image: Image.Image, path: Path, where: str) -> None:
+    """Refuse a JPEG or PNG file that was cut short, without decoding it.
+
+    Reading the last bytes is as cheap as reading the header, and finds what a header check
+    cannot: a frame truncated by an interrupted copy, which would otherwise pass setup and stop
+    training mid-epoch.
+
+    Args:
+        image: The opened (not decoded) image, for its format.
+        path: Its file.
+        where: The file and record it belongs to, for the error message.
+
+    Raises:
+        DataFormatError: If the file lacks its format's end marker.
+    """
+    marker = _END_MARKERS.get(image.format or "")
+    if marker is None:
+        return
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - _TAIL))
+            tail = handle.read()
+    except OSError as err:
+        raise DataFormatError(f"{where}: unreadable frame {path} ({err})") from err
+    if marker not in tail:
+        raise DataFormatError(
+            f"{where}: truncated frame {path} (the {image.format} file has no end marker)"
+        )
 
 
 def frame_to_tensor(image: Image.Image, resolution: int) -> Tensor:

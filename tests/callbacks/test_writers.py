@@ -6,6 +6,7 @@ from PIL import Image
 from lego.batch import GeneratedFrames
 from lego.callbacks import FramesWriter, ImageGridCallback
 from lego.callbacks.image_grid import grid_rows
+from lego.data.io import DataFormatError
 
 
 def outputs(n=2, size=8, seed=0):
@@ -80,13 +81,13 @@ def test_grid_layout_is_input_generated_target():
     assert torch.equal(grid[:, 4:8, 8:12], torch.ones(3, 4, 4))
     out.target_frames = None
     assert grid_rows(out, 8).shape == (3, 3 * 4, 2 * 4)
-    assert ImageGridCallback(max_samples=2).stages == ("validation", "test")
+    assert ImageGridCallback(max_samples=2).stages == ("validate", "test")
 
 
 def test_frames_are_resized_to_the_clip_aspect_ratio(tmp_path):
     meta = tmp_path / "meta.json"
     meta.write_text('{"clip0": {"height": 36, "width": 64}, "clip1": {"height": 10, "width": 10}}')
-    writer = FramesWriter(output_dir=tmp_path / "out", metadata_file=meta, output_height=16)
+    writer = FramesWriter(output_dir=tmp_path / "out", metadata=meta, output_height=16)
     paths = writer.write_frames(outputs(n=2, size=8))
     sizes = []
     for path in paths:
@@ -94,12 +95,10 @@ def test_frames_are_resized_to_the_clip_aspect_ratio(tmp_path):
             sizes.append(image.size)
     assert sizes == [(28, 16), (16, 16)]
     bad = outputs(n=3)
-    with pytest.raises(
-        ValueError, match="clip 'clip2' of sample 'clip2/act2' is not in .*meta"
-    ):
+    with pytest.raises(DataFormatError, match=r"meta.json: no entry for clip 'clip2' of sample"):
         writer.write_frames(bad)
     meta.write_text('{"clip0": {"height": "tall"}}')
-    lazy = FramesWriter(output_dir=tmp_path, metadata_file=meta)  # read at the first write
+    lazy = FramesWriter(output_dir=tmp_path, metadata=meta)  # read at the first write
     with pytest.raises(ValueError, match="clip 'clip0' needs integer height and width"):
         lazy.write_frames(outputs(n=1))
 

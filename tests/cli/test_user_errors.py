@@ -31,6 +31,8 @@ CASES = {
                             "invalid option: strength must be in (0, 1]"),
     "training-free given fit": ("fit", [], "SDEditModule is training-free"),
     "malformed records": ("test", ["--data.init_args.root={broken}"], "synthego_val.json"),
+    "vlm_dim given to the data": ("test", ["--data.init_args.vlm_dim=8"],
+                                  "data.init_args.vlm_dim=8: the VLM width is set once"),
 }
 
 

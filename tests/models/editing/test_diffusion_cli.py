@@ -39,10 +39,14 @@ def tiny_config(
     for callback in trainer["callbacks"]:
         if callback["class_path"] == "FramesWriter":
             callback["init_args"]["output_dir"] = str(tmp_path / "frames")
-            callback["init_args"]["metadata_file"] = str(data_root / "synthego_metadata.json")
+            callback["init_args"]["metadata"] = str(data_root / "synthego_metadata.json")
         if callback["class_path"] == "EditMetricsCallback":
             callback["init_args"]["metadata"] = str(data_root / "synthego_metadata.json")
             callback["init_args"]["output_dir"] = str(tmp_path / "metrics")
+            if "ground_truth_dir" in callback["init_args"]:
+                callback["init_args"]["ground_truth_dir"] = str(
+                    data_root / "EgoGen" / "synthego" / "val_gt_for_metric"
+                )
     config["model"]["init_args"].update(pretrained=str(backbone), num_inference_steps=3)
     config["data"]["init_args"].update(root=str(data_root), resolution=32, batch_size=8)
     lego = config["model"]["class_path"] == "LegoDiffusionModule"
@@ -55,7 +59,7 @@ def tiny_config(
         if lego:
             config["model"]["init_args"]["vlm_dim"] = None
     else:
-        data.update(features=str(features), vlm_dim=features_dim)
+        data.update(features=str(features))
         if "records_dir" in data:  # the describe stage's records, with the VLM's descriptions
             data["records_dir"] = str(features / "records")
         config["model"]["init_args"]["vlm_dim"] = features_dim
@@ -85,8 +89,10 @@ def test_fit_then_test_through_the_cli(shipped, synthego_backbone, synthego_root
     events = EventAccumulator(str(ckpts[0].parent.parent), size_guidance={"images": 0})
     events.Reload()
     assert {"train/loss", "train/grad_norm", "val/loss"} <= set(events.Tags()["scalars"])
-    assert "validation/grid" in events.Tags()["images"]
-    grid = events.Images("validation/grid")[0]
+    # the shipped SynthEgo configs score the sampled validation frames: quality curves
+    assert {"val/psnr", "val/synthego_hand_hit"} <= set(events.Tags()["scalars"])
+    assert "val/grid" in events.Tags()["images"]
+    grid = events.Images("val/grid")[0]
     assert (grid.width, grid.height) == (3 * 32, 8 * 32)  # input | generated | target, 8 rows
 
     main(["test", "--config", str(config), "--ckpt_path", str(ckpts[0])])
@@ -106,9 +112,8 @@ def test_fit_then_test_through_the_cli(shipped, synthego_backbone, synthego_root
 
 
 def cli_with_vlm_dim(config: Path, dim: int) -> LegoCLI:
-    """The LEGO config with VLM conditioning of width ``dim`` in model and data (not run)."""
-    args = ["--config", str(config), f"--model.init_args.vlm_dim={dim}",
-            f"--data.init_args.vlm_dim={dim}"]
+    """The LEGO config with VLM conditioning of width ``dim`` (not run; the CLI links data's)."""
+    args = ["--config", str(config), f"--model.init_args.vlm_dim={dim}"]
     return LegoCLI(args=args, run=False)
 
 
@@ -116,6 +121,7 @@ def test_lego_with_vlm_features_fits_and_tests(synthego_backbone, synthego_root,
     config = tiny_config("configs/synthego/lego.yaml", synthego_backbone, synthego_root, tmp_path)
     cli = cli_with_vlm_dim(config, 16)
     assert cli.model.hparams.vlm_dim == 16
+    assert cli.datamodule.vlm_dim == 16  # linked from the model by the CLI
     cli.datamodule.feature_reader = RandomFeatureReader(16)
     cli.trainer.fit(cli.model, cli.datamodule)
     assert cli.trainer.global_step == 4
