@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lego.batch import EgoBatch, GeneratedFrames
+from lego.data.seeds import derive_seed
 from lego.hub import INSTRUCT_PIX2PIX
 from lego.models.editing.components import (
     PredictionType,
@@ -33,6 +34,7 @@ from lego.models.editing.components import (
 from lego.models.editing.conditioning import assemble_context, conditioning_dropout_masks
 from lego.models.editing.diffusion import DiffusionGenerator
 from lego.models.editing.timesteps import TimestepSampling, check_timestep_sampling, draw_timesteps
+from lego.models.seeding import step_randomness
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +69,27 @@ class InstructPix2PixModule(DiffusionGenerator):
         lr_warmup_steps: Linear warm-up steps (0: constant, as the paper).
         ema_decay: Decay of the EMA of the trained weights (:meth:`ema_modules`) used for
             validation, sampling and export (0.9999, warm-up ``min(decay, (1 + n) / (10 + n))``,
-            updated every micro-batch as the paper). ``None`` turns EMA off.
+            updated every micro-batch as the paper; a checkpoint written at the end of a batch
+            holds that batch's update). ``None`` turns EMA off.
         gradient_checkpointing: Recompute UNet activations in the backward pass.
         text_cache_size: Keep the CLIP embeddings of up to this many prompts (the text encoder is
-            frozen, so they never change); 0 turns the cache off.
+            frozen, so they never change; each is encoded on its own, so its value does not
+            depend on the batch it first came in, nor on a resume); 0 turns the cache off.
         latent_cache_size: Keep the autoencoder's latent distributions of up to this many frames,
-            keyed by frame content; 0 turns the cache off.
+            keyed by frame content (encoded one frame at a time, as the prompts); 0 turns the
+            cache off.
         sampler: Diffusers scheduler class used for sampling (``EulerAncestralDiscreteScheduler``
             as the paper, or e.g. ``DPMSolverMultistepScheduler``).
         sampler_options: Extra config values for the sampler.
         num_inference_steps: Sampling steps (100).
         text_guidance_scale: Guidance scale of the text (and any extra tokens) (7.5).
         image_guidance_scale: Guidance scale of the input frame (1.5).
-        seed: Sampling seed; each sample's noise is seeded from ``(sample_id, seed)``.
+        seed: Sampling seed; each sample's noise is seeded from ``(sample_id, seed)``. Training
+            draws (latent sample, noise, timesteps, guidance dropout, the networks' dropout)
+            come from ``(seed, global step, batch index, rank)``
+            (:func:`~lego.models.seeding.step_randomness`) and validation draws from
+            ``(seed, batch index)``: a run resumed from a checkpoint ends with the weights and
+            EMA of the uninterrupted run.
         val_sample_batches: Validation batches for which frames are also sampled (for image grids).
     """
 
@@ -138,6 +148,7 @@ class InstructPix2PixModule(DiffusionGenerator):
         self._text_cache: OrderedDict[str, Tensor] = OrderedDict()
         self._null_embedding: Tensor | None = None
         self._latent_cache: OrderedDict[str, tuple[type, Tensor]] = OrderedDict()
+        self._ema_due = False
 
     # ------------------------------------------------------------------------------- building
     def build(self) -> None:
@@ -210,7 +221,10 @@ class InstructPix2PixModule(DiffusionGenerator):
                 truncation=True,
                 return_tensors="pt",
             ).input_ids.to(self.device)
-            hidden = self.text_encoder(ids)[0]
+            if self.text_cache_size > 0:  # one at a time: a cached value is batch-independent
+                hidden = torch.cat([self.text_encoder(ids[i : i + 1])[0] for i in range(len(ids))])
+            else:
+                hidden = self.text_encoder(ids)[0]
             computed = dict(zip(missing, hidden, strict=True))
         if self.text_cache_size > 0:
             for text, value in computed.items():
@@ -242,10 +256,9 @@ class InstructPix2PixModule(DiffusionGenerator):
             for f in frames
         ]
         missing = [i for i, k in enumerate(keys) if k not in self._latent_cache]
-        if missing:
-            dist = self.vae.encode(frames[missing]).latent_dist
-            for row, i in enumerate(missing):
-                self._latent_cache[keys[i]] = (type(dist), dist.parameters[row : row + 1])
+        for i in missing:  # one at a time: a cached value is batch-independent
+            dist = self.vae.encode(frames[i : i + 1]).latent_dist
+            self._latent_cache[keys[i]] = (type(dist), dist.parameters)
         while len(self._latent_cache) > self.latent_cache_size:
             self._latent_cache.popitem(last=False)
         entries = [self._latent_cache.get(k) for k in keys]
@@ -258,10 +271,17 @@ class InstructPix2PixModule(DiffusionGenerator):
         """Unscaled mode latents of the input frames (the image condition)."""
         return self._latent_dist(frames.to(self.device, self.vae.dtype)).mode()
 
-    def encode_target_latents(self, frames: Tensor) -> Tensor:
-        """Sampled latents of the target frames times the scaling factor (the diffusion data)."""
+    def encode_target_latents(
+        self, frames: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Sampled latents of the target frames times the scaling factor (the diffusion data).
+
+        Args:
+            frames: Target frames in [-1, 1].
+            generator: Generator of the latent sample (``None``: the global random state).
+        """
         dist = self._latent_dist(frames.to(self.device, self.vae.dtype))
-        return dist.sample() * self.vae.config.scaling_factor
+        return dist.sample(generator=generator) * self.vae.config.scaling_factor
 
     def condition_tokens(self, batch: EgoBatch) -> Tensor | None:
         """Tokens appended to the CLIP text in the context (``None``; LEGO: the VLM's)."""
@@ -273,18 +293,21 @@ class InstructPix2PixModule(DiffusionGenerator):
 
         Args:
             batch: A batch with target frames.
-            generator: Optional generator for the dropout draw (noise and timesteps use the
-                global RNG).
+            generator: Generator of every draw, in this order: the target latents' sample, the
+                noise, the timesteps, the dropout (``None``: the global random state).
 
         Returns:
             The mean squared error of the UNet's prediction.
         """
         self._check_batch(batch, need_target=True)
         assert batch.target_frames is not None
-        target_latents = self.encode_target_latents(batch.target_frames)
+        target_latents = self.encode_target_latents(batch.target_frames, generator)
         image_latents = self.encode_input_latents(batch.input_frames)
         size = target_latents.shape[0]
-        noise = torch.randn_like(target_latents)
+        where = generator.device if generator is not None else target_latents.device
+        noise = torch.randn(
+            target_latents.shape, generator=generator, device=where, dtype=target_latents.dtype
+        ).to(target_latents.device)
         timesteps = draw_timesteps(
             self.timestep_sampling,
             size,
@@ -292,10 +315,14 @@ class InstructPix2PixModule(DiffusionGenerator):
             self.device,
             logit_mean=self.timestep_logit_mean,
             logit_std=self.timestep_logit_std,
+            generator=generator,
         )
         noisy = self.noise_scheduler.add_noise(target_latents, noise, timesteps)
         drop_prompt, drop_image = conditioning_dropout_masks(
-            size, self.conditioning_dropout, device="cpu", generator=generator
+            size,
+            self.conditioning_dropout,
+            device=generator.device if generator is not None else "cpu",
+            generator=generator,
         )
         drop_prompt, drop_image = drop_prompt.to(self.device), drop_image.to(self.device)
         clip = self.encode_text(list(batch.texts))
@@ -316,20 +343,32 @@ class InstructPix2PixModule(DiffusionGenerator):
         return F.mse_loss(pred.float(), target.float())
 
     def training_step(self, batch: EgoBatch, batch_idx: int) -> Tensor:
-        """One denoising step; a non-finite loss stops training with the sample ids."""
-        loss = self.diffusion_loss(batch)
+        """One denoising step; a non-finite loss stops training with the sample ids.
+
+        Every draw is counter-based (:func:`~lego.models.seeding.step_randomness`).
+        """
+        with step_randomness(
+            self.seed, self.global_step, batch_idx, self.global_rank, self.device
+        ) as generator:
+            loss = self.diffusion_loss(batch, generator=generator)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at step {self.global_step} on samples "
                 f"{batch.sample_ids}; lower the learning rate or check the data"
             )
+        self._ema_due = self.ema is not None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Update the EMA of the UNet (every micro-batch, as the paper's code)."""
-        if self.ema is not None:
+        self._step_ema()
+
+    def _step_ema(self) -> None:
+        """The EMA update of the batch just trained, once (also called by a checkpoint save)."""
+        if self.ema is not None and self._ema_due:
             self.ema.step(self.ema_parameters())
+        self._ema_due = False
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         """Log the total gradient norm of the trainable weights."""
@@ -346,7 +385,9 @@ class InstructPix2PixModule(DiffusionGenerator):
             Generated frames for the first ``val_sample_batches`` batches (image grids consume
             them), else ``None``.
         """
-        generator = torch.Generator().manual_seed(self.seed + batch_idx)
+        generator = torch.Generator(self.device).manual_seed(
+            derive_seed(self.seed, "validation", batch_idx)
+        )
         loss = self.diffusion_loss(batch, generator=generator)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
         if batch_idx < self.val_sample_batches:
@@ -432,8 +473,14 @@ class InstructPix2PixModule(DiffusionGenerator):
         self._swap_out_ema()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the EMA weights next to the model's state."""
+        """Store the EMA weights next to the model's state.
+
+        A checkpoint written at the end of a batch (``ModelCheckpoint(every_n_train_steps)``,
+        whose hook runs before the module's) first applies that batch's EMA update, so the
+        checkpoint is the state after the batch, from which a resumed run goes on.
+        """
         if self.ema is not None:
+            self._step_ema()
             checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

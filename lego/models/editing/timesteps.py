@@ -33,6 +33,7 @@ def draw_timesteps(
     device: torch.device | str,
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Integer training timesteps in ``[0, num_train_timesteps)``, one per sample.
 
@@ -44,13 +45,23 @@ def draw_timesteps(
         device: Device of the result.
         logit_mean: Mean of the logit-normal density.
         logit_std: Standard deviation of the logit-normal density.
+        generator: Generator of the draw (on its own device; ``None``: the global random state).
 
     Returns:
-        A ``long`` tensor of shape ``(batch_size,)``.
+        A ``long`` tensor of shape ``(batch_size,)`` on ``device``.
     """
+    where = generator.device if generator is not None else device
     if scheme == "uniform":
-        return torch.randint(0, num_train_timesteps, (batch_size,), device=device)
+        drawn = torch.randint(
+            0, num_train_timesteps, (batch_size,), device=where, generator=generator
+        )
+        return drawn.to(device)
     u = compute_density_for_timestep_sampling(
-        scheme, batch_size, logit_mean=logit_mean, logit_std=logit_std, device=device
+        scheme,
+        batch_size,
+        logit_mean=logit_mean,
+        logit_std=logit_std,
+        device=where,
+        generator=generator,
     )
-    return (u * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+    return (u * num_train_timesteps).long().clamp(0, num_train_timesteps - 1).to(device)

@@ -39,6 +39,7 @@ from lego.models.instruct.network import (
     sample_seed,
     warmup_steps,
 )
+from lego.models.seeding import step_randomness
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,10 @@ class VisualInstructionTuning(LightningModule):
         top_k: Top-k filter before sampling (transformers' default 50 applied in the paper).
         top_p: Nucleus filter before sampling (None: off).
         max_new_tokens: Most tokens per description (paper: 1024).
-        seed: Base seed; each sample samples with its own seed derived from its id.
+        seed: Base seed; each sample samples with its own seed derived from its id. Training
+            draws (LoRA and attention dropout) come from ``(seed, global step, batch index,
+            rank)`` (:func:`~lego.models.seeding.step_randomness`): a run resumed from a
+            checkpoint ends with the weights of the uninterrupted run.
         val_generate_samples: Descriptions generated and logged at each validation.
         val_describe_batches: Validation batches whose samples are all described; the step
             returns them as :class:`~lego.batch.GeneratedDescriptions` (scored by
@@ -288,7 +292,11 @@ class VisualInstructionTuning(LightningModule):
                     "sample's image_0 in the curated conversation file?)"
                 )
             answers.append(answer)
-        loss = self._loss(self.training_inputs(batch, list(range(len(batch))), answers))
+        inputs = self.training_inputs(batch, list(range(len(batch))), answers)
+        with step_randomness(
+            self.hparams.seed, self.global_step, batch_idx, self.global_rank, self.device
+        ):
+            loss = self._loss(inputs)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
