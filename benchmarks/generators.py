@@ -47,7 +47,9 @@ def main() -> None:
         unet = getattr(module, "unet", None)
         hook = None
         if unet is not None:
-            hook = unet.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+            hook = unet.register_forward_hook(
+                lambda m, args, out, rows=rows: rows.append(args[0].shape[0])
+            )
         with torch.no_grad():
             module.generate(batch)  # warm-up, and the UNet evaluations of one call
             evaluations = sum(rows) / BATCH

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 
@@ -35,6 +36,8 @@ class EgoSample:
         vlm_text: VLM text embedding, ``77 x D``, if a feature cache is configured.
         vlm_text_mask: Boolean mask (``77``) of the valid rows of ``vlm_text``.
         input_path: Absolute path of the input frame on disk.
+        input_image: The input frame as stored (RGB, full size), when the DataModule was asked
+            for it (``input_images``): what a VLM's processor resizes itself.
     """
 
     sample_id: str
@@ -54,6 +57,7 @@ class EgoSample:
     vlm_text: Tensor | None = None
     vlm_text_mask: Tensor | None = None
     input_path: str = ""
+    input_image: Image.Image | None = None
 
 
 def _stack_optional(values: list[Tensor | None], name: str) -> Tensor | None:
@@ -63,6 +67,15 @@ def _stack_optional(values: list[Tensor | None], name: str) -> Tensor | None:
     if not all(present):
         raise ValueError(f"Some samples of the batch have {name!r} and some do not.")
     return torch.stack(values)  # type: ignore[arg-type]
+
+
+def _list_optional(values: list[Image.Image | None], name: str) -> list[Image.Image] | None:
+    present = [v is not None for v in values]
+    if not any(present):
+        return None
+    if not all(present):
+        raise ValueError(f"Some samples of the batch have {name!r} and some do not.")
+    return list(values)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -90,6 +103,7 @@ class EgoBatch:
     vlm_text: Tensor | None = None
     vlm_text_mask: Tensor | None = None
     input_paths: list[str] = field(default_factory=list)
+    input_images: list[Image.Image] | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -127,6 +141,7 @@ class EgoBatch:
             vlm_text=_stack_optional([s.vlm_text for s in samples], "vlm_text"),
             vlm_text_mask=_stack_optional([s.vlm_text_mask for s in samples], "vlm_text_mask"),
             input_paths=[s.input_path for s in samples],
+            input_images=_list_optional([s.input_image for s in samples], "input_image"),
         )
 
 

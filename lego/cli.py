@@ -58,14 +58,19 @@ class LegoCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Link the VLM width once: the data module expects the model's ``vlm_dim``.
+        """Pass what the model consumes to the data module, so it is set in one place.
 
         The model's ``vlm_dim`` (its conditioner's input width) is the one setting; the data
-        module receives it to check the feature cache at setup. A model without VLM
-        conditioning gives ``None`` (no check).
+        module receives it to check the feature cache at setup (``None`` without VLM
+        conditioning: no check). A model that reads the input frames as stored (the VLM with
+        ``image_source: file``) gets them in its batches (``input_images``).
         """
         parser.link_arguments(
             "model", "data.init_args.vlm_dim", compute_fn=_model_vlm_dim, apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "model", "data.init_args.input_images", compute_fn=_reads_input_images,
+            apply_on="instantiate",
         )
 
     def before_instantiate_classes(self) -> None:
@@ -129,6 +134,11 @@ def _model_vlm_dim(model: Any) -> int | None:
     """The VLM width of an instantiated model (``None`` without VLM conditioning)."""
     hparams = getattr(model, "hparams", None) or {}
     return hparams.get("vlm_dim", getattr(model, "vlm_dim", None))
+
+
+def _reads_input_images(model: Any) -> bool:
+    """Whether an instantiated model needs the input frames as stored in its batches."""
+    return bool(getattr(model, "reads_input_images", False))
 
 
 def print_help() -> None:

@@ -28,9 +28,11 @@ class DescriptionWriter(BasePredictionWriter):
     and a copy of the split's records JSON with every description under ``description_key`` in
     ``records_dir``, so the diffusion stage reads them with ``records_dir`` and ``features``.
 
-    Resuming: at the start of ``predict`` it tells the module which samples the cache already
-    holds (``skip_sample_ids``); those are not generated again. Under DDP each rank writes its
-    own shards and rank zero merges the index after all ranks finished.
+    The split and its records file come from the DataModule (``predict_split``,
+    ``records_file``), what produced the features from the module (``describe_plan``). Resuming:
+    the DataModule's ``skip_described`` (the same folder as ``cache_root``) leaves out the
+    samples the cache already holds, so they are not generated again. Under DDP each rank
+    writes its own shards and rank zero merges the index after all ranks finished.
 
     Args:
         cache_root: Folder holding one feature cache per split.
@@ -71,8 +73,19 @@ class DescriptionWriter(BasePredictionWriter):
         """The cache folder of ``split``."""
         return self.cache_root / split
 
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Check and finalize the cache when there was nothing left to describe.
+
+        Lightning skips the predict hooks when the loader is empty, which is what a describe
+        run sees once every sample is in the cache (``skip_described``): the manifest is still
+        checked against this run, the index merged and the records copy written.
+        """
+        if stage == "predict" and self.writer is None:
+            self.on_predict_start(trainer, pl_module)
+            self.on_predict_end(trainer, pl_module)
+
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Open the cache of the split and hand the finished sample ids to the module.
+        """Open the cache of the split and check it against this run's model and settings.
 
         Raises:
             TypeError: If the module cannot describe (no ``describe_plan``).
@@ -85,8 +98,15 @@ class DescriptionWriter(BasePredictionWriter):
                 "VLM module (VisualInstructionTuning)"
             )
         info = plan()
-        self.split = info["split"]
-        self.records_file = info.get("records_file")
+        datamodule = getattr(trainer, "datamodule", None)
+        self.split = str(getattr(datamodule, "predict_split", "predict"))
+        records_file = getattr(datamodule, "records_file", None)
+        self.records_file = str(records_file(self.split)) if callable(records_file) else None
+        skip = getattr(datamodule, "skip_described", None)
+        if self.resume and skip is not None and Path(skip) != self.cache_root:
+            log.warning("the DataModule skips the samples described in %s but this writer "
+                        "writes to %s: finished samples may be described again", skip,
+                        self.cache_root)
         cache_dir = self.cache_dir(self.split)
         self.writer = FeatureCacheWriter(
             cache_dir, rank=trainer.global_rank, shard_size=self.shard_size
@@ -98,10 +118,6 @@ class DescriptionWriter(BasePredictionWriter):
             self.writer.prepare(info["manifest"], info["projector"], write=True)
         trainer.strategy.barrier("description_writer_prepare")
         self.writer.prepare(info["manifest"], info["projector"], write=False)
-        done = self.writer.completed()
-        pl_module.skip_sample_ids = done  # type: ignore[assignment]
-        if done:
-            rank_zero_info(f"{cache_dir}: {len(done)} samples already described, skipping them")
         self.samples = self.tokens = 0
         self.started = time.perf_counter()
 

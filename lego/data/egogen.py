@@ -20,12 +20,13 @@ from typing import Any, ClassVar, Literal, Protocol
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
+from PIL import ImageOps
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lego.batch import EgoBatch, EgoSample
-from lego.data.features import open_features
+from lego.data.features import open_features, scan_shards
 from lego.data.io import DataFormatError, load_json, safe_join
 from lego.data.records import (
     REQUIRED_FIELDS,
@@ -102,6 +103,9 @@ class EgoGenDataset(Dataset[EgoSample]):
         load_targets: Load the target frame (off for inference on unseen inputs).
         feature_reader: Optional source of VLM embeddings, keyed by sample id and input path.
         seed: Seed of the flips.
+        input_images: Also return the input frame as stored (``input_image``, full-size RGB),
+            for a VLM whose processor resizes it: the frame is decoded here, in the loader's
+            workers, not in the model's step.
     """
 
     def __init__(
@@ -112,10 +116,12 @@ class EgoGenDataset(Dataset[EgoSample]):
         load_targets: bool = True,
         feature_reader: FeatureReader | None = None,
         seed: int = 0,
+        input_images: bool = False,
     ) -> None:
         if not 0.0 <= flip_prob <= 1.0:
             raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
         self.seed = seed
+        self.input_images = input_images
         self.records = records
         self.resolution = resolution
         self.flip_prob = flip_prob
@@ -135,13 +141,15 @@ class EgoGenDataset(Dataset[EgoSample]):
     def __getitem__(self, item: int | EpochIndex) -> EgoSample:
         epoch, index = item if isinstance(item, EpochIndex) else (0, int(item))
         rec = self.records[index]
-        inp = frame_to_tensor(open_rgb(rec.input_path, rec.where), self.resolution)
+        image = open_rgb(rec.input_path, rec.where)
+        inp = frame_to_tensor(image, self.resolution)
         target = None
         if self.load_targets and rec.target_path is not None:
             target = frame_to_tensor(open_rgb(rec.target_path, rec.where), self.resolution)
         if self.flipped(epoch, index):
             inp = inp.flip(-1)
             target = target.flip(-1) if target is not None else None
+            image = ImageOps.mirror(image)
         sample = EgoSample(
             sample_id=rec.sample_id,
             clip_id=rec.clip_id,
@@ -157,6 +165,7 @@ class EgoGenDataset(Dataset[EgoSample]):
             curated=rec.curated,
             question=rec.question,
             input_path=str(rec.input_path),
+            input_image=image if self.input_images else None,
         )
         if self.feature_reader is not None:
             for key, value in self.feature_reader.read(rec.sample_id, rec.image_0).items():
@@ -229,6 +238,12 @@ class EgoGenDataModule(LightningDataModule):
         features_text: The paper's text feature root (``official_npy`` only).
         vlm_dim: Expected VLM embedding width D; features of another width are refused at setup.
         vlm_image_tokens: Expected number of VLM image tokens (checked against a cache manifest).
+        input_images: Batches also carry each input frame as stored (``input_images``, full-size
+            RGB) for a VLM's processor; ``python -m lego`` sets it from the model
+            (``reads_input_images``).
+        skip_described: The describe stage's feature cache root: ``predict`` leaves out the
+            samples ``<skip_described>/<predict_split>`` already holds, so a killed describe
+            run resumes where it stopped (a damaged shard is set aside and its samples redone).
     """
 
     name: ClassVar[str] = "egogen"
@@ -260,6 +275,8 @@ class EgoGenDataModule(LightningDataModule):
         features_text: Path | None = None,
         vlm_dim: int | None = None,
         vlm_image_tokens: int | None = None,
+        input_images: bool = False,
+        skip_described: Path | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -293,6 +310,8 @@ class EgoGenDataModule(LightningDataModule):
         self.features_text = Path(features_text) if features_text is not None else None
         self.vlm_dim = vlm_dim
         self.vlm_image_tokens = vlm_image_tokens
+        self.input_images = input_images
+        self.skip_described = Path(skip_described) if skip_described is not None else None
         if features_layout == "official_npy" and features is not None and features_text is None:
             raise ValueError("features_layout official_npy needs features_text (the text root)")
         self.datasets: dict[str, EgoGenDataset] = {}
@@ -583,7 +602,22 @@ class EgoGenDataModule(LightningDataModule):
             flip_prob=self.flip_prob if train else 0.0,
             feature_reader=reader,
             seed=self.data_seed,
+            input_images=self.input_images,
         )
+
+    def _undescribed(self, dataset: EgoGenDataset, split: str) -> EgoGenDataset:
+        """Leave out the samples the describe stage's cache already holds."""
+        assert self.skip_described is not None
+        done = set(scan_shards(self.skip_described / split, set_aside_damaged=True))
+        if not done:
+            return dataset
+        total = len(dataset.records)
+        dataset.records = [r for r in dataset.records if r.sample_id not in done]
+        rank_zero_info(
+            f"{self.skip_described / split}: {total - len(dataset.records)} of {total} samples "
+            f"already described, describing the other {len(dataset.records)}"
+        )
+        return dataset
 
     def setup(self, stage: str) -> None:
         """Validate and build the datasets the stage needs.
@@ -599,10 +633,13 @@ class EgoGenDataModule(LightningDataModule):
         }[stage]
         for role, split in wanted:
             if role not in self.datasets:
-                self.datasets[role] = self.make_dataset(
+                dataset = self.make_dataset(
                     split, train=role == "train", require_targets=role != "predict",
                     scored=role in ("val", "test"),
                 )
+                if role == "predict" and self.skip_described is not None:
+                    dataset = self._undescribed(dataset, split)
+                self.datasets[role] = dataset
 
     # ----------------------------------------------------------------------------- loaders
     def _dataset(self, role: str) -> EgoGenDataset:

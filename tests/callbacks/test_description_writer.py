@@ -28,14 +28,11 @@ class FakeDescriber(LightningModule):
 
     def __init__(self, output: str = "described") -> None:
         super().__init__()
-        self.skip_sample_ids: set[str] = set()
         self.output = output
         self.calls: list[str] = []
 
     def describe_plan(self):
         return {
-            "split": self.trainer.datamodule.predict_split,
-            "records_file": str(self.trainer.datamodule.records_file("val")),
             "manifest": {
                 "format": FORMAT,
                 "model": {"name_or_path": "fake"},
@@ -49,9 +46,7 @@ class FakeDescriber(LightningModule):
         }
 
     def predict_step(self, batch, batch_idx):
-        keep = [i for i, s in enumerate(batch.sample_ids) if s not in self.skip_sample_ids]
-        if not keep:
-            return None
+        keep = list(range(len(batch)))
         self.calls += [batch.sample_ids[i] for i in keep]
         if self.output != "described":
             return {"not": "described"}
@@ -71,7 +66,8 @@ class FakeDescriber(LightningModule):
 
 
 def run(module, root, cache_root, **writer_args):
-    dm = SynthEgoDataModule(root=root, resolution=32, batch_size=3, num_workers=0)
+    dm = SynthEgoDataModule(root=root, resolution=32, batch_size=3, num_workers=0,
+                            skip_described=cache_root)
     writer = DescriptionWriter(cache_root, **writer_args)
     trainer = Trainer(
         accelerator="cpu",
@@ -99,6 +95,7 @@ def test_writes_cache_and_enriched_records(synthego_root, tmp_path):
     again = FakeDescriber()
     writer = run(again, synthego_root, tmp_path / "features", description_key="my_key")
     assert again.calls == [] and writer.samples == 0  # everything was already described
+    assert len(read_records(tmp_path / "features" / "records" / "synthego_val.json")) == 8
     with pytest.raises(FileExistsError, match="resume is off"):
         run(FakeDescriber(), synthego_root, tmp_path / "features", resume=False)
 

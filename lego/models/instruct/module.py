@@ -18,7 +18,7 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 from lego.batch import EgoBatch, GeneratedDescriptions
 from lego.data.features import FORMAT, FORMAT_VERSION, TEXT_LENGTH, DescribedSamples, tensor_sha256
 from lego.data.io import DataFormatError
-from lego.data.records import open_rgb
+from lego.errors import ConfigError
 from lego.models.instruct.network import (
     LANGUAGE_MODEL_LORA_TARGETS,
     LEGO_QUERY,
@@ -53,8 +53,9 @@ class VisualInstructionTuning(LightningModule):
     image embedding (projector output) and text embedding (last-layer, post-norm hidden state of
     each generated token, first 77, zero-padded, with a mask), written by ``DescriptionWriter``.
 
-    Images are preprocessed by the model's own processor from the original frame file
-    (``image_source: file``; the paper: shortest edge 224, centre crop, CLIP normalisation).
+    Images are preprocessed by the model's own processor from the original frame as stored
+    (``image_source: file``: the DataModule decodes it in its loader, ``input_images``; the
+    paper: shortest edge 224, centre crop, CLIP normalisation).
     ``image_source: batch`` uses the DataModule's squashed frames instead (faster, not faithful).
 
     Args:
@@ -166,8 +167,6 @@ class VisualInstructionTuning(LightningModule):
         self.optimizer_factory = optimizer
         self.model: torch.nn.Module | None = None
         self.processor: Any = None
-        #: Samples already described (set by the describe writer to resume a killed run).
-        self.skip_sample_ids: set[str] = set()
         self.strict_loading = not checkpoint_trainable_only
 
     # ----------------------------------------------------------------------------- building
@@ -215,16 +214,24 @@ class VisualInstructionTuning(LightningModule):
         path = batch.input_paths[i] if batch.input_paths else ""
         return f"sample {batch.sample_ids[i]!r}" + (f" ({path})" if path else "")
 
+    @property
+    def reads_input_images(self) -> bool:
+        """Whether batches must carry the input frames as stored (``image_source: file``).
+
+        ``python -m lego`` passes it to the DataModule's ``input_images``.
+        """
+        return self.hparams.image_source == "file"
+
     def _images(self, batch: EgoBatch, indices: list[int]) -> list[Image.Image]:
         if self.hparams.image_source == "batch":
             frames = ((batch.input_frames[indices].float().cpu() + 1) * 127.5).round().clamp(0, 255)
             return [Image.fromarray(f.byte().permute(1, 2, 0).numpy()) for f in frames]
-        images = []
-        for i in indices:
-            if not batch.input_paths or not batch.input_paths[i]:
-                raise DataFormatError(f"{self._where(batch, i)}: the batch has no input frame path")
-            images.append(open_rgb(Path(batch.input_paths[i]), self._where(batch, i)))
-        return images
+        if batch.input_images is None:
+            raise ConfigError(
+                "image_source is 'file' but the batch carries no input images: set the "
+                "DataModule's input_images: true (python -m lego sets it from the model)"
+            )
+        return [batch.input_images[i] for i in indices]
 
     def _prompts(self, batch: EgoBatch, indices: list[int]) -> list[str]:
         prompts = []
@@ -369,15 +376,16 @@ class VisualInstructionTuning(LightningModule):
             for module, mode in modes:
                 module.training = mode
 
-    def predict_step(self, batch: EgoBatch, batch_idx: int) -> DescribedSamples | None:
-        """Describe the samples not described yet: text, image and text embeddings.
+    def predict_step(self, batch: EgoBatch, batch_idx: int) -> DescribedSamples:
+        """Describe the batch's samples: text, image and text embeddings.
+
+        A resumed describe run gets only the samples not described yet: the DataModule leaves
+        out what the cache holds (``skip_described``).
 
         Returns:
-            The outputs, or ``None`` when every sample of the batch is already described.
+            The outputs.
         """
-        indices = [i for i, sid in enumerate(batch.sample_ids) if sid not in self.skip_sample_ids]
-        if not indices:
-            return None
+        indices = list(range(len(batch)))
         result = self._generate(batch, indices, self.hparams.max_new_tokens)
         storage = self._image_storage()
         image = result.vision_features if storage == "vision" else result.image_embeddings
@@ -399,18 +407,13 @@ class VisualInstructionTuning(LightningModule):
         return "projected"
 
     def describe_plan(self) -> dict[str, Any]:
-        """What the describe writer needs before the first batch.
+        """What this model's features are, for the describe writer's cache manifest.
 
         Returns:
-            ``split`` and ``records_file`` (from the DataModule, when it names them),
-            ``manifest`` (what produces the features) and ``projector`` (the folded projector
-            when the cache stores vision features, else ``None``).
+            ``manifest`` (what produces the features: model, template, generation, dims) and
+            ``projector`` (the folded projector when the cache stores vision features, else
+            ``None``).
         """
-        datamodule = getattr(self.trainer, "datamodule", None)
-        split = str(getattr(datamodule, "predict_split", "predict"))
-        records_file = None
-        if datamodule is not None and hasattr(datamodule, "records_file"):
-            records_file = str(datamodule.records_file(split))
         storage = self._image_storage()
         projector = fold_projector(self.llava) if storage == "vision" else None
         proj = inner_projector(self.llava)
@@ -443,12 +446,7 @@ class VisualInstructionTuning(LightningModule):
             },
             "dtype": "float16",
         }
-        return {
-            "split": split,
-            "records_file": records_file,
-            "manifest": manifest,
-            "projector": projector,
-        }
+        return {"manifest": manifest, "projector": projector}
 
     # ----------------------------------------------------------------------------- optim
     def configure_optimizers(self) -> Any:

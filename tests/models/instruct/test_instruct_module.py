@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from lego.data import SynthEgoDataModule, clean_ego4d_narration, read_records
 from lego.data.features import FeatureCache
 from lego.data.io import DataFormatError
 from lego.data.records import open_rgb
+from lego.errors import ConfigError
 from lego.models.instruct import VisualInstructionTuning
 from lego.models.instruct.network import PromptTemplate, find_projector
 
@@ -237,7 +237,8 @@ class KillAfter(Callback):
 
 def describe(tiny_vlm, root, cache_root, callbacks=(), **model_args):
     model = VisualInstructionTuning(str(tiny_vlm), max_new_tokens=4, **model_args)
-    dm = SynthEgoDataModule(root=root, resolution=32, batch_size=2, num_workers=0)
+    dm = SynthEgoDataModule(root=root, resolution=32, batch_size=2, num_workers=0,
+                            input_images=True, skip_described=cache_root)
     writer = DescriptionWriter(cache_root, shard_size=2)
     trainer = Trainer(
         accelerator="cpu",
@@ -296,6 +297,7 @@ def test_bad_input_errors_name_the_sample(tmp_path, tiny_vlm, synthego_root):
         num_workers=0,
         curated_file=tmp_path / "curated.json",
         shuffle=False,
+        input_images=True,
     )
     dm.setup("fit")
     batch = EgoBatch.collate([dm.datasets["train"][0], dm.datasets["train"][1]])
@@ -310,9 +312,9 @@ def test_bad_input_errors_name_the_sample(tmp_path, tiny_vlm, synthego_root):
         model.training_step(batch, 0)
 
     batch.actions = ["pick up the cup", "open the box"]
-    shutil.copy(batch.input_paths[1], tmp_path / "frame.png")
-    batch.input_paths[1] = str(tmp_path / "missing.png")
-    with pytest.raises(DataFormatError, match=f"sample '{batch.sample_ids[1]}'.*frame not found"):
+    assert batch.input_images[0].size == (32, 32)  # the frame as stored, decoded by the loader
+    batch.input_images = None
+    with pytest.raises(ConfigError, match="set the DataModule's input_images: true"):
         model.predict_step(batch, 0)
 
 
