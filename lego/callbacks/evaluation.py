@@ -228,15 +228,18 @@ class EditMetricsCallback(Callback):
         self.last_results = results
         for name, value in results.items():
             pl_module.log(f"{prefix}/{name}", value, sync_dist=False)
+        # every rank reads log_dir: it is a collective call (a broadcast) under DDP
+        out_dir = self.output_dir or Path(trainer.log_dir or trainer.default_root_dir)
         if trainer.is_global_zero:
-            self._write(trainer, prefix, results)
+            self._write(trainer, prefix, results, out_dir)
         self.suite.reset()
         self.scored = 0
         self.missing_target = []
 
-    def _write(self, trainer: Trainer, prefix: str, results: dict[str, float]) -> None:
+    def _write(
+        self, trainer: Trainer, prefix: str, results: dict[str, float], out_dir: Path
+    ) -> None:
         assert self.suite is not None
-        out_dir = self.output_dir or Path(trainer.log_dir or trainer.default_root_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         name = "metrics.json" if prefix == "test" else f"metrics_{prefix}.json"
         report = self.suite.report(

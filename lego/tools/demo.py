@@ -41,8 +41,9 @@ TABLE_METHODS = ("copy_input", "sdedit", "proxedit", "lego")
 def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """The demo's stages as ``(name, command)``, in order."""
     return [
-        ("data", [*LEGO, "synthego", "--out", DATA, "--train", "2000", "--val", "200", "--size",
-                  "64", "--seed", "0", "--grid", str(args.outputs / "synthego_pairs.png")]),
+        ("data", [*LEGO, "synthego", "--out", DATA, "--train", str(args.train), "--val",
+                  str(args.val), "--size", "64", "--seed", "0",
+                  "--grid", str(args.outputs / "synthego_pairs.png")]),
         ("instruct", [*LEGO, "fit", "--config", "configs/synthego/instruct.yaml",
                       f"--trainer.max_epochs={args.vlm_epochs}",
                       "--trainer.logger.init_args.name=demo_instruct",
@@ -75,6 +76,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         parser: The tool's parser.
     """
     parser.add_argument("--steps", type=int, default=1500, help="LEGO training steps")
+    parser.add_argument("--train", type=int, default=2000, help="SynthEgo train pairs")
+    parser.add_argument("--val", type=int, default=200, help="SynthEgo val pairs")
     parser.add_argument("--vlm-epochs", type=int, default=6, help="instruction tuning epochs")
     parser.add_argument("--outputs", type=Path, default=Path("outputs/demo"),
                         help="folder of the demo's pictures and report")

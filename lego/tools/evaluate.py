@@ -44,6 +44,7 @@ class Problems:
     missing_input: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     size_mismatch: list[str] = field(default_factory=list)
+    missing_metadata: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[str]]:
         """The problems as a dict of lists."""
@@ -148,6 +149,29 @@ def official_file_check(path: Path, image: torch.Tensor) -> list[str]:
     return reasons
 
 
+def check_metadata(metadata: Any, records: list[Any], path: Path, records_path: Path) -> None:
+    """Refuse metadata that is not the records' dataset's (no clip of the records in it).
+
+    Args:
+        metadata: The parsed metadata file.
+        records: The records scored.
+        path: The metadata file, for the message.
+        records_path: The records file, for the message.
+
+    Raises:
+        DataFormatError: If the metadata is not an object or names none of the records' clips.
+    """
+    if not isinstance(metadata, dict):
+        raise DataFormatError(f"{path}: expected an object keyed by clip id")
+    clips = sorted({rec.clip_id for rec in records})
+    if clips and not any(clip in metadata for clip in clips):
+        raise DataFormatError(
+            f"{path}: none of the {len(clips)} clips of {records_path} has an entry (e.g. "
+            f"{clips[0]!r}; the metadata names e.g. {next(iter(metadata), None)!r}): is it "
+            "another dataset's metadata?"
+        )
+
+
 def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Problems]:
     """Score the folders; return the result record and the problems met.
 
@@ -157,6 +181,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Problems]:
     protocol = get_protocol(args.protocol)
     metadata = load_json(args.metadata) if args.metadata is not None else None
     records = read_records(args.records)
+    if metadata is not None:
+        check_metadata(metadata, records, args.metadata, args.records)
     problems = Problems()
     suite = EditMetricSuite(
         metrics=args.metrics, weights_dir=args.weights, protocol=protocol.name,
@@ -170,6 +196,9 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Problems]:
         pairs = []
         for rec in chunk:
             sid, where = rec.sample_id, rec.where()
+            if metadata is not None and rec.clip_id not in metadata:
+                problems.missing_metadata.append(sid)
+                continue
             image_1 = rec.fields.get("image_1")
             if not isinstance(image_1, str):
                 problems.missing_ground_truth.append(sid)

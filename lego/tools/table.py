@@ -201,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         shutil.rmtree(args.out / method.key, ignore_errors=True)
         config = prepare_config(source, args.out, method.key, overrides.get(method.key, []))
-        command = [*LEGO, "test", "--config", str(config)]
+        # progress: the configs' ProgressLogger lines (read well in a log), not a redrawn bar
+        command = [*LEGO, "test", "--config", str(config), "--trainer.enable_progress_bar=false"]
         if method.trains:
             command += ["--ckpt_path", str(ckpt)]
         if args.limit_batches:

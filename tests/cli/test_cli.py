@@ -75,11 +75,12 @@ def copy_input_config(data_root: Path, tmp_path: Path, resolution: int = 32) -> 
     trainer["enable_progress_bar"] = False
     for callback in trainer["callbacks"]:
         args = callback["init_args"]
-        args["metadata"] = str(data_root / "synthego_metadata.json")
         if callback["class_path"] == "FramesWriter":
+            args["metadata"] = str(data_root / "synthego_metadata.json")
             args["output_dir"] = str(tmp_path / "frames")
             args["output_height"] = 32  # the dataset's frame height, as in the shipped config
-        else:
+        elif callback["class_path"] == "EditMetricsCallback":
+            args["metadata"] = str(data_root / "synthego_metadata.json")
             args["output_dir"] = str(tmp_path / "metrics")
             args["ground_truth_dir"] = str(data_root / "EgoGen/synthego/val_gt_for_metric")
     config["data"]["init_args"].update(root=str(data_root), resolution=resolution)

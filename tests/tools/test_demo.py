@@ -66,3 +66,48 @@ def test_a_picture_that_cannot_be_drawn_keeps_the_report(tmp_path, monkeypatch, 
     assert code == 1
     assert (tmp_path / "r.json").is_file()
     assert "cannot draw the val pairs: records: frame not found" in capsys.readouterr().err
+
+
+#: A line that shows where a stage stands, per stage of the demo.
+PROGRESS = {
+    "data": r"SynthEgo pairs: 100%",
+    "instruct": r"fit step 2/2 \(100 %\)",
+    "describe train": r"predict batch 1/1",
+    "describe val": r"predict batch 1/1",
+    "lego fit": r"fit step 3/3 \(100 %\)",
+    "test and table": r"test batch 1/1",
+}
+
+
+def test_a_shortened_demo_shows_progress_in_every_stage(tmp_path):
+    """The demo's own commands on 32 + 8 pairs, in a scratch folder (configs and backbones
+    linked from the repository): every stage prints where it stands, fits log to a file."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    for name in ("configs", "pretrained"):
+        (tmp_path / name).symlink_to(Path(name).resolve())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lego", "demo", "--train", "32", "--val", "8", "--steps", "3",
+         "--vlm-epochs", "1"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    sections = dict(
+        (part.split(":", 1)[0], part) for part in re.split(r"\n=== ", proc.stdout)[1:]
+    )
+    assert list(sections) == list(PROGRESS)
+    for stage, pattern in PROGRESS.items():
+        assert re.search(pattern, sections[stage]), (stage, sections[stage][-2000:])
+    assert sections["test and table"].count("test batch 1/1") == len(demo.TABLE_METHODS)
+    for run in ("demo_instruct", "demo_lego"):
+        lines = (tmp_path / "logs" / run / "demo" / "progress.log").read_text().splitlines()
+        assert lines[0].endswith("fit: training from step 0 to " + ("2" if "instruct" in run
+                                                                    else "3"))
+        assert "fit: done at step" in lines[-1]
+    report = (tmp_path / "outputs" / "demo" / "report.json").read_text()
+    assert '"stage": "test and table"' in report

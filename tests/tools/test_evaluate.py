@@ -201,3 +201,30 @@ def test_official_protocol_warns_about_frames_not_written_as_the_papers(
                                      "--output", str(tmp_path / "c.json")))
     assert "not_official_files" not in json.loads((tmp_path / "c.json").read_text())
     assert "generated frame(s) are PNG" not in capsys.readouterr().err
+
+
+def test_metadata_of_another_dataset_is_refused_and_a_missing_clip_listed(
+    tmp_path, synthego_root, weights, capsys
+):
+    generated, base, ids = _layout(tmp_path, synthego_root, broken=False)
+    other = tmp_path / "ego4d_metadata.json"
+    other.write_text(json.dumps({"an-ego4d-clip": {"height": 1080, "width": 1920}}))
+    argv = _argv(generated, base, synthego_root, weights, "--metrics", "psnr", "synthego")
+    at = argv.index("--metadata") + 1
+    code = tools.run_tool("evaluate", [*argv[:at], str(other), *argv[at + 1:]])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "ego4d_metadata.json: none of the" in err and "another dataset's metadata" in err
+
+    meta = json.loads((synthego_root / "synthego_metadata.json").read_text())
+    first_clip = ids[0].split("/")[0]
+    del meta[first_clip]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(meta))
+    code = tools.run_tool("evaluate", [*argv[:at], str(partial), *argv[at + 1:],
+                                       "--output", str(tmp_path / "m.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "m.json").read_text())
+    missing = report["problems"]["missing_metadata"]
+    assert missing and all(sid.startswith(first_clip + "/") for sid in missing)
+    assert report["scored"] == len(ids) - len(missing)
