@@ -27,6 +27,16 @@ DISTILBERT = "distilbert-base-uncased"
 BLIP_BASE = "Salesforce/blip-image-captioning-base"
 BLIP_LARGE = "Salesforce/blip-image-captioning-large"
 
+#: Where the README's recipe writes the paper's VLM (``LLAVA_LLAMA2_13B``, original LLaVA
+#: format) as a transformers folder: ``python -m lego import-weights llava``.
+LLAVA_LLAMA2_13B_IMPORTED = "checkpoints/llava-llama-2-13b-chat"
+#: Embedding width D and image tokens of the VLMs the real configs name (the LEGO stage's
+#: ``vlm_dim`` and the feature cache's ``image_tokens``).
+VLM_DIMS: dict[str, tuple[int, int]] = {
+    LLAVA_LLAMA2_13B: (5120, 256), LLAVA_LLAMA2_13B_IMPORTED: (5120, 256),
+    LLAVA_15_7B: (4096, 576),
+}
+
 #: All of the above.
 HUB_IDS: frozenset[str] = frozenset({
     STABLE_DIFFUSION_15, INSTRUCT_PIX2PIX, LLAVA_15_7B, LLAVA_LLAMA2_13B, LEGO_METRICS,

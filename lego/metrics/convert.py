@@ -141,7 +141,7 @@ def _grid(positions: int, path: Path, what: str) -> int:
     return grid
 
 
-def _load_strict(model: torch.nn.Module, mapping: Mapping, unmapped: list[str],
+def load_strict(model: torch.nn.Module, mapping: Mapping, unmapped: list[str],
                  path: Path) -> None:
     """Load ``mapping`` (target -> (original key, tensor)) into ``model``, all or nothing."""
     expected = model.state_dict()
@@ -165,7 +165,7 @@ def _load_strict(model: torch.nn.Module, mapping: Mapping, unmapped: list[str],
     model.load_state_dict({target: t for target, (_, t) in mapping.items()}, strict=True)
 
 
-def _rename(state: dict[str, Tensor], prefix: str,
+def rename_keys(state: dict[str, Tensor], prefix: str,
             rules: list[Rule],
             ignore: tuple[str, ...] = ()) -> tuple[Mapping, list[str]]:
     """Map every ``prefix`` key by the first matching rule; return the mapping and the leftovers."""
@@ -312,8 +312,8 @@ def blip_from_original(path: Path | str, tokenizer: PreTrainedTokenizerBase,
     path = Path(path)
     state = load_original_state(path)
     config = blip_config(state, path, tokenizer, head_dim)
-    mapping, unmapped = _rename(state, "visual_encoder.", _VIT_RULES)
-    decoder, left = _rename(state, "text_decoder.", _DECODER_RULES, ignore=_BLIP_BUFFERS)
+    mapping, unmapped = rename_keys(state, "visual_encoder.", _VIT_RULES)
+    decoder, left = rename_keys(state, "text_decoder.", _DECODER_RULES, ignore=_BLIP_BUFFERS)
     mapping.update(decoder)
     unmapped += left
     # the output projection is tied to the word embeddings (and its bias to predictions.bias)
@@ -324,7 +324,7 @@ def blip_from_original(path: Path | str, tokenizer: PreTrainedTokenizerBase,
         if target not in mapping and source in mapping:
             mapping[target] = mapping[source]
     model = BlipForConditionalGeneration(config)
-    _load_strict(model, mapping, unmapped, path)
+    load_strict(model, mapping, unmapped, path)
     return model.eval()
 
 
@@ -414,8 +414,8 @@ def clip_vision_from_original(path: Path | str,
     path = Path(path)
     state = load_original_state(path)
     model = CLIPVisionModelWithProjection(clip_vision_config(state, path, head_dim))
-    mapping, unmapped = _rename(state, "visual.", _CLIP_RULES)
-    _load_strict(model, mapping, unmapped, path)
+    mapping, unmapped = rename_keys(state, "visual.", _CLIP_RULES)
+    load_strict(model, mapping, unmapped, path)
     return model.eval()
 
 

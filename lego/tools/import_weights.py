@@ -1,10 +1,14 @@
-"""Import the paper's released artefacts (features: its per-sample .npy VLM features).
+"""Import the paper's released artefacts: its .npy VLM features, an original-format LLaVA.
 
 ``python -m lego import-weights features --records data/ego4d/ego4d_val.json --image-root
 <release>/llava_image/val --text-root <release>/llava_text/val --out features/ego4d/val``
 copies one split of the released per-sample VLM features (``bolinlai/LEGO-VLLM-Features-*``) into
 a feature cache that ``features: features/ego4d`` reads, as the describe stage would have
 written it. Rerun the same command after an interruption: finished samples are kept.
+
+``python -m lego import-weights llava --checkpoint <llava-llama-2-13b-chat folder> --out
+checkpoints/llava-13b-hf`` writes the paper's VLM (original LLaVA format) as a transformers
+``LlavaForConditionalGeneration`` folder with its processor (:mod:`lego.interop.llava_original`).
 """
 
 from __future__ import annotations
@@ -38,10 +42,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                           help="expected width D (the paper's 13B VLM: 5120)")
     features.add_argument("--shard-size", type=int, default=256, help="samples per shard")
     features.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    llava = kinds.add_parser(
+        "llava", help="an original-format LLaVA folder -> a transformers LLaVA folder",
+        description="Write an original LLaVA checkpoint (the paper's llava-llama-2-13b-chat "
+                    "format) as a LlavaForConditionalGeneration folder with its processor.",
+    )
+    llava.add_argument("--checkpoint", type=Path, required=True,
+                       help="the original folder (config.json, weights, tokenizer)")
+    llava.add_argument("--out", type=Path, required=True,
+                       help="the transformers folder to write (model_name_or_path of the "
+                            "instruct / describe configs)")
+    llava.add_argument("--vision-tower", default=None,
+                       help="CLIP vision tower folder or hub id (default: the config's "
+                            "mm_vision_tower)")
+    llava.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                       help="saved dtype (default: the checkpoint's)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the import; a missing or malformed file is one error line (exit 2)."""
+    if args.kind == "llava":
+        return _llava(args)
     from lego.interop.npy_features import import_npy_features
 
     try:
@@ -56,4 +77,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"{report.cache_dir}: {report.imported} samples imported, {report.already} already "
           f"there, {report.total} in {args.records}")
+    return 0
+
+
+def _llava(args: argparse.Namespace) -> int:
+    import torch
+
+    from lego.interop.llava_original import import_llava
+
+    try:
+        out = import_llava(args.checkpoint, args.out, vision_tower=args.vision_tower,
+                           dtype=getattr(torch, args.dtype) if args.dtype else None)
+    except (UserError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{out}: LlavaForConditionalGeneration and its processor (from {args.checkpoint})")
     return 0

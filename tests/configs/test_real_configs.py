@@ -56,3 +56,26 @@ def test_test_writes_and_scores_frames_as_the_paper(dataset, config):
     name = {"ego4d": "ego4d", "epic_kitchens": "epickitchen"}[dataset]
     assert metrics["dataset"] == name and metrics["records"].endswith(f"{name}_val.json")
     assert metrics["ground_truth_dir"].endswith("/val_gt_for_metric")
+
+
+@pytest.mark.parametrize("dataset", REAL)
+def test_instruct_describe_and_lego_configs_chain(dataset):
+    """The describe stage runs the tuned VLM of stage 1, with its template, and writes features of
+    the width and token count the LEGO stage expects."""
+    instruct = load(f"configs/{dataset}/instruct.yaml")["model"]["init_args"]
+    describe_config = load(f"configs/{dataset}/describe.yaml")
+    describe = describe_config["model"]["init_args"]
+    lego = load(f"configs/{dataset}/lego.yaml")
+    assert describe["model_name_or_path"] == instruct["model_name_or_path"]
+    assert describe["adapter"] == f"{instruct['export_dir']}/adapter"
+    for key in ("query", "system_prompt", "conversation", "use_chat_template", "image_source"):
+        assert describe.get(key) == instruct.get(key), key
+    width, tokens = hub.VLM_DIMS[instruct["model_name_or_path"]]
+    assert lego["model"]["init_args"]["vlm_dim"] == width
+    assert lego["data"]["init_args"]["vlm_image_tokens"] == tokens
+    assert "vlm_dim" not in lego["data"]["init_args"]  # the CLI links it from the model
+    writer = next(c["init_args"] for c in describe_config["trainer"]["callbacks"]
+                  if c["class_path"] == "DescriptionWriter")
+    assert lego["data"]["init_args"]["features"] == writer["cache_root"]
+    assert lego["data"]["init_args"]["records_dir"] == writer["records_dir"]
+    assert describe_config["data"]["init_args"]["skip_described"] == writer["cache_root"]
