@@ -125,6 +125,31 @@ class EditMetricsCallback(Callback):
                     writable_dir(folder, f"EditMetricsCallback.{option}")
         if self.metadata_path is not None and self.metadata is None:
             self.metadata = load_json(self.metadata_path)
+        for note in self.deviations():
+            rank_zero_warn(f"EditMetricsCallback: {note}")
+
+    def deviations(self) -> list[str]:
+        """Where scoring inside ``test`` differs from the chosen protocol, in words.
+
+        Under ``official``, FID inside a run is computed over the scored pairs (the paper's
+        compares whole folders: ``python -m lego evaluate --protocol official`` does), and
+        EgoVLP+ reads its context frames from the batch (squashed to the training resolution)
+        unless ``inputs_dir`` names the original frames. Both are said in a warning and recorded
+        in ``metrics.json``.
+        """
+        if self.protocol_name != "official":
+            return []
+        notes = []
+        wanted = self.metric_names
+        if wanted is None or "fid" in wanted:
+            notes.append("FID is computed over the scored pairs, not whole folders as the "
+                         "official protocol does (python -m lego evaluate --protocol official "
+                         "computes it over folders)")
+        if self.inputs_dir is None and (wanted is None or "egovlp_plus" in wanted):
+            notes.append("EgoVLP+ reads its context frames from the batch (squashed to the "
+                         "training resolution); set inputs_dir to the original frames for the "
+                         "official protocol")
+        return notes
 
     def _build(self, device: torch.device) -> EditMetricSuite:
         if self.suite is None:
@@ -247,6 +272,8 @@ class EditMetricsCallback(Callback):
             global_step=trainer.global_step, ground_truth_dir=str(self.ground_truth_dir or ""),
             metadata=str(self.metadata_path or ""),
             missing_target_rank0=list(self.missing_target),
+            fid_sets_used="pairs", context_frames="inputs_dir" if self.inputs_dir else "batch",
+            deviations_from_protocol=self.deviations(),
         )
         report["generator"] = generator_record(trainer)
         (out_dir / name).write_text(json.dumps(report, indent=2) + "\n")

@@ -86,6 +86,27 @@ def test_official_protocol_and_skipped_metrics(tmp_path, synthego_root, weights)
     assert report["metrics"]["psnr"] != pytest.approx(_direct_psnr(synthego_root), abs=0.01)
 
 
+def test_official_scoring_inside_test_says_where_it_differs(tmp_path, synthego_root, weights):
+    callback = EditMetricsCallback(
+        metrics=["psnr", "fid", "egovlp_plus"], weights_dir=weights, protocol="official",
+        dataset="synthego", metadata=synthego_root / "synthego_metadata.json",
+        output_dir=tmp_path / "out",
+    )
+    with pytest.warns(UserWarning, match="FID is computed over the scored pairs") as caught:
+        _run(tmp_path, synthego_root, callback)
+    assert any("EgoVLP+ reads its context frames from the batch" in str(w.message)
+               for w in caught)
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert report["protocol"]["fid_sets"] == "folders"  # what the protocol asks for ...
+    assert report["fid_sets_used"] == "pairs" and report["context_frames"] == "batch"  # ... and did
+    assert len(report["deviations_from_protocol"]) == 2
+    clean = EditMetricsCallback(metrics=["psnr", "fid"], protocol="clean")
+    assert clean.deviations() == []
+    with_inputs = EditMetricsCallback(metrics=["egovlp_plus"], protocol="official",
+                                      inputs_dir=tmp_path)
+    assert with_inputs.deviations() == []
+
+
 def test_non_generated_outputs_are_ignored(tmp_path):
     callback = EditMetricsCallback(metrics=["psnr"])
     callback._on_batch_end(torch.nn.Linear(1, 1), {"loss": torch.tensor(1.0)})
