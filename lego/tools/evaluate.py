@@ -108,9 +108,21 @@ def find_generated(root: Path, relative: str, where: str) -> Path | None:
     return None
 
 
-def walk_images(root: Path) -> list[Path]:
-    """Every image file under ``root``, sorted (the FID folder sets)."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+#: Depth of a frame in the release layout: ``<clip>/<action>/<frame>``.
+FRAME_DEPTH = 3
+
+
+def walk_images(root: Path) -> tuple[list[Path], list[Path]]:
+    """The FID folder set under ``root``: every frame in the release layout, sorted.
+
+    Returns:
+        ``(frames, stray)``: the image files at ``<clip>/<action>/<frame>``, and the other image
+        files (a grid or a copy left beside the frames), which are not frames and stay out.
+    """
+    images = sorted(p for p in root.rglob("*")
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    frames = [p for p in images if len(p.relative_to(root).parts) == FRAME_DEPTH]
+    return frames, [p for p in images if len(p.relative_to(root).parts) != FRAME_DEPTH]
 
 
 def _read(path: Path, where: str) -> torch.Tensor:
@@ -238,10 +250,16 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Problems]:
     if scored == 0:  # nothing paired: no metric can be computed (run() says so)
         return {"samples": len(records), "scored": 0}, problems
     fid_counts: dict[str, int] = {}
+    fid_ignored: dict[str, list[str]] = {}
     if "fid" in suite.metrics and protocol.fid_sets == "folders":
         for real, root in ((True, args.ground_truth), (False, args.generated)):
-            files = walk_images(root)
+            files, stray = walk_images(root)
             fid_counts["real" if real else "generated"] = len(files)
+            if stray:
+                fid_ignored[str(root)] = [str(p.relative_to(root)) for p in stray]
+                print(f"warning: {len(stray)} image(s) under {root} are not at "
+                      f"<clip>/<action>/<frame> and stay out of FID: "
+                      f"{', '.join(fid_ignored[str(root)][:5])}", file=sys.stderr)
             for path in tqdm(files, desc=f"FID {'ground truth' if real else 'generated'}",
                              unit="img", disable=args.no_progress):
                 try:
@@ -263,6 +281,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Problems]:
         results, samples=len(records), scored=scored, generated_dir=str(args.generated),
         ground_truth_dir=str(args.ground_truth), records=str(args.records),
         inputs_dir=str(args.inputs) if args.inputs else None, fid_images=fid_counts,
+        fid_ignored=fid_ignored,
         problems=problems.as_dict(), captions=suite.captions(),
     )
     if protocol.name == "official":

@@ -117,12 +117,14 @@ def test_official_fid_uses_whole_folders(tmp_path, synthego_root, weights):
     extra = generated / "extra" / "a0" / "x.png"
     extra.parent.mkdir(parents=True)
     Image.new("RGB", (32, 32), (10, 20, 30)).save(extra)
+    Image.new("RGB", (64, 32), (0, 0, 0)).save(generated / "grid.png")  # not a frame
     code = tools.run_tool("evaluate", _argv(generated, base, synthego_root, weights,
                                             "--metrics", "fid", "psnr", "--protocol", "official",
                                             "--output", str(tmp_path / "m.json")))
     assert code == 0
     report = json.loads((tmp_path / "m.json").read_text())
-    assert report["fid_images"] == {"real": 8, "generated": 9}
+    assert report["fid_images"] == {"real": 8, "generated": 9}  # the unpaired frame counts
+    assert report["fid_ignored"] == {str(generated): ["grid.png"]}
     assert report["protocol"]["fid_sets"] == "folders"
     assert report["metrics"]["fid"] >= 0
 
