@@ -461,8 +461,6 @@ class FeatureCache:
             with safe_open(str(self.cache_dir / PROJECTOR), framework="pt") as f:
                 self.projector = (f.get_tensor("weight"), f.get_tensor("bias"))
         self.entries = self._load_index()
-        for shard in sorted(set(self.entries.values())):
-            check_shard(self.cache_dir / SHARDS / shard)
         self._handles: dict[str, Any] = {}
 
     def check(self, sample_id: str, image_0: str, where: str) -> None:
@@ -488,8 +486,10 @@ class FeatureCache:
         if index_path.is_file():
             index = load_json(index_path)
             if index.get("shards") == shards:
+                for shard in shards:  # the index skips the headers: check each shard here
+                    check_shard(self.cache_dir / SHARDS / shard)
                 return dict(index["samples"])
-        return {sid: e["shard"] for sid, e in scan_shards(self.cache_dir).items()}
+        return {sid: e["shard"] for sid, e in scan_shards(self.cache_dir).items()}  # checks
 
     def __contains__(self, sample_id: object) -> bool:
         return sample_id in self.entries

@@ -195,10 +195,8 @@ def import_llava(
             mapping[key] = (name, _padded(weight, extra))
     if config.get("mm_projector_type", "linear") == "linear":
         width = text_config.hidden_size
-        mapping["model.multi_modal_projector.linear_2.weight"] = (
-            "(identity)", torch.eye(width, dtype=next(iter(state.values())).dtype))
-        mapping["model.multi_modal_projector.linear_2.bias"] = (
-            "(identity)", torch.zeros(width, dtype=next(iter(state.values())).dtype))
+        mapping["model.multi_modal_projector.linear_2.weight"] = ("(identity)", torch.eye(width))
+        mapping["model.multi_modal_projector.linear_2.bias"] = ("(identity)", torch.zeros(width))
 
     target_dtype = dtype or next(v.dtype for v in state.values() if v.is_floating_point())
     model = LlavaForConditionalGeneration(llava_config).to(target_dtype)

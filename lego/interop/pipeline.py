@@ -13,6 +13,7 @@ from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from lego.models.editing.conditioning import VLMConditioner, assemble_context
+from lego.pipelines.prompts import encode_prompts
 
 
 class LegoPipeline(StableDiffusionInstructPix2PixPipeline):
@@ -67,14 +68,7 @@ class LegoPipeline(StableDiffusionInstructPix2PixPipeline):
         self.register_modules(vlm_conditioner=vlm_conditioner)
 
     def _clip(self, prompts: list[str], device: torch.device) -> Tensor:
-        ids = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(device)
-        return self.text_encoder(ids)[0]
+        return encode_prompts(self.tokenizer, self.text_encoder, prompts, device)
 
     @torch.no_grad()
     def encode_context(

@@ -52,6 +52,7 @@ from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from lego.pipelines.mutual_attention import MutualAttentionState, mutual_self_attention
+from lego.pipelines.prompts import encode_prompts
 
 #: Variants of the proximal operator applied to the guidance direction.
 ProximalMode = Literal["l0", "l1", "hard"]
@@ -314,14 +315,7 @@ class ProxEditPipeline(DiffusionPipeline):
 
     def _encode_prompt(self, prompts: list[str], device: torch.device) -> Tensor:
         """CLIP embeddings ``B x L x D`` of ``prompts`` (padded to the tokenizer's length)."""
-        ids = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(device)
-        return self.text_encoder(ids)[0]
+        return encode_prompts(self.tokenizer, self.text_encoder, prompts, device)
 
     def _alpha(self, timestep: int) -> float:
         """``ᾱ_t`` of a timestep; ``final_alpha_cumprod`` for a negative one (the clean level)."""

@@ -24,6 +24,8 @@ from lego.errors import UserError
 from lego.models.editing import autoencoder as _autoencoder_module
 
 #: The paper's spacing of the sampling steps (see :func:`make_sampling_scheduler`).
+#: Which UNet :func:`load_components` returns: 8 input channels (IP2P, LEGO) or 4 (SD).
+UnetKind = Literal["image_conditioned", "text_to_image"]
 SAMPLING_SPACING: dict[str, Any] = {"timestep_spacing": "linspace"}
 
 #: What the UNet is trained to predict.
@@ -334,7 +336,7 @@ class DiffusionComponents:
 def load_components(
     pretrained: str | Path,
     prediction_type: PredictionType | None,
-    unet: Literal["image_conditioned", "text_to_image"] = "image_conditioned",
+    unet: UnetKind = "image_conditioned",
 ) -> DiffusionComponents:
     """Load every component of a diffusers-layout model and check that they fit together.
 

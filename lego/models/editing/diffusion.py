@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -11,8 +11,19 @@ from torch import Tensor, nn
 
 from lego.batch import EgoBatch
 from lego.models.editing.base import ActionFrameGenerator
-from lego.models.editing.components import make_sampling_scheduler
+from lego.models.editing.components import (
+    UnetKind,
+    check_sampler,
+    load_components,
+    make_sampling_scheduler,
+)
 from lego.models.editing.guidance import sample_generators
+
+PipelineT = TypeVar("PipelineT")
+#: Arguments that switch off the stock Stable Diffusion pipelines' safety checker.
+NO_SAFETY_CHECKER: dict[str, Any] = {
+    "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False,
+}
 
 
 class DiffusionGenerator(ActionFrameGenerator):
@@ -55,6 +66,24 @@ class DiffusionGenerator(ActionFrameGenerator):
     def build(self) -> None:
         """Load the networks from :attr:`pretrained` and set them as attributes (called once)."""
 
+    def load_networks(self, unet: UnetKind, prediction_type: str | None = None) -> None:
+        """Load the pretrained parts and check that :attr:`sampler` can sample them.
+
+        They become the ``unet``, ``vae``, ``text_encoder``, ``tokenizer`` and
+        ``noise_scheduler`` attributes.
+
+        Args:
+            unet: ``image_conditioned`` (8 input channels) or ``text_to_image``.
+            prediction_type: Overrides the checkpoint's (``None`` keeps it).
+        """
+        parts = load_components(self.pretrained, prediction_type, unet=unet)
+        check_sampler(self.sampler, parts.noise_scheduler.config, self.sampler_options)
+        self.unet = parts.unet
+        self.vae = parts.vae
+        self.text_encoder = parts.text_encoder
+        self.tokenizer = parts.tokenizer
+        self.noise_scheduler = parts.noise_scheduler
+
     def frozen_modules(self) -> list[nn.Module]:
         """The networks that never train (kept in eval mode); all of them by default."""
         return [m for m in self.children() if isinstance(m, nn.Module)]
@@ -85,6 +114,31 @@ class DiffusionGenerator(ActionFrameGenerator):
             The scheduler, with the paper's linspace spacing unless the options say otherwise.
         """
         return make_sampling_scheduler(self.sampler, config, self.sampler_options)
+
+    def live_pipeline(self, cls: type[PipelineT], **extra: Any) -> PipelineT:
+        """A diffusers pipeline of class ``cls`` on the module's live networks.
+
+        During validation, test and predict the live networks hold the EMA weights of a
+        trainable method. The pipeline gets a fresh sampler (:meth:`sampling_scheduler`) and its
+        progress bar is off (Lightning shows its own).
+
+        Args:
+            cls: The pipeline class.
+            extra: More constructor arguments (e.g. :data:`NO_SAFETY_CHECKER`).
+
+        Returns:
+            The pipeline.
+        """
+        pipe = cls(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.sampling_scheduler(self.noise_scheduler.config),
+            **extra,
+        )
+        pipe.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]
+        return pipe
 
     def generators(self, batch: EgoBatch) -> list[torch.Generator]:
         """One generator per sample, seeded from ``(sample_id, seed)``."""

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import logging
 from collections import OrderedDict
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -26,15 +27,12 @@ from torch.optim import Optimizer
 from lego.batch import EgoBatch, GeneratedFrames
 from lego.data.seeds import derive_seed
 from lego.hub import INSTRUCT_PIX2PIX
-from lego.models.editing.components import (
-    PredictionType,
-    check_sampler,
-    load_components,
-)
+from lego.models.editing.components import PredictionType
 from lego.models.editing.conditioning import assemble_context, conditioning_dropout_masks
-from lego.models.editing.diffusion import DiffusionGenerator
+from lego.models.editing.diffusion import NO_SAFETY_CHECKER, DiffusionGenerator
 from lego.models.editing.timesteps import TimestepSampling, check_timestep_sampling, draw_timesteps
 from lego.models.seeding import step_randomness
+from lego.pipelines.prompts import encode_prompts
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +151,7 @@ class InstructPix2PixModule(DiffusionGenerator):
     # ------------------------------------------------------------------------------- building
     def build(self) -> None:
         """Load the pretrained components, build any extra conditioning, then the EMA."""
-        parts = load_components(self.pretrained, self.prediction_type)
-        self.unet = parts.unet
-        self.vae = parts.vae
-        self.text_encoder = parts.text_encoder
-        self.tokenizer = parts.tokenizer
-        self.noise_scheduler = parts.noise_scheduler
-        check_sampler(self.sampler, self.noise_scheduler.config, self.sampler_options)
+        self.load_networks("image_conditioned", self.prediction_type)
         if self.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.build_conditioning()
@@ -214,17 +206,12 @@ class InstructPix2PixModule(DiffusionGenerator):
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         computed: dict[str, Tensor] = {}
         if missing:
-            ids = self.tokenizer(
-                missing,
-                padding="max_length",
-                max_length=self.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(self.device)
+            encode = partial(encode_prompts, self.tokenizer, self.text_encoder,
+                             device=self.device)
             if self.text_cache_size > 0:  # one at a time: a cached value is batch-independent
-                hidden = torch.cat([self.text_encoder(ids[i : i + 1])[0] for i in range(len(ids))])
+                hidden = torch.cat([encode([text]) for text in missing])
             else:
-                hidden = self.text_encoder(ids)[0]
+                hidden = encode(missing)
             computed = dict(zip(missing, hidden, strict=True))
         if self.text_cache_size > 0:
             for text, value in computed.items():
@@ -519,18 +506,7 @@ class InstructPix2PixModule(DiffusionGenerator):
         Returns:
             The pipeline with a fresh sampler; its progress bar is off (Lightning shows its own).
         """
-        pipe = StableDiffusionInstructPix2PixPipeline(
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            unet=self.unet,
-            scheduler=self.sampling_scheduler(self.noise_scheduler.config),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return self.live_pipeline(StableDiffusionInstructPix2PixPipeline, **NO_SAFETY_CHECKER)
 
     @torch.no_grad()
     def generate(self, batch: EgoBatch) -> Tensor:

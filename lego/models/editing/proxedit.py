@@ -10,7 +10,6 @@ from torch import Tensor
 
 from lego.batch import EgoBatch
 from lego.hub import STABLE_DIFFUSION_15
-from lego.models.editing.components import load_components
 from lego.models.editing.diffusion import DiffusionGenerator
 from lego.pipelines import ProxEditPipeline
 
@@ -107,25 +106,12 @@ class ProxEditModule(DiffusionGenerator):
 
     def build(self) -> None:
         """Load the text-to-image components (all frozen)."""
-        parts = load_components(self.pretrained, None, unet="text_to_image")
-        self.unet = parts.unet
-        self.vae = parts.vae
-        self.text_encoder = parts.text_encoder
-        self.tokenizer = parts.tokenizer
-        self.noise_scheduler = parts.noise_scheduler
+        self.load_networks("text_to_image")
 
     def pipeline(self) -> ProxEditPipeline:
         """The ProxEdit pipeline on the module's networks, with a fresh DDIM scheduler."""
-        scheduler = self.sampling_scheduler(self.noise_scheduler.config)
-        assert isinstance(scheduler, DDIMScheduler)
-        pipe = ProxEditPipeline(
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            unet=self.unet,
-            scheduler=scheduler,
-        )
-        pipe.set_progress_bar_config(disable=True)
+        pipe = self.live_pipeline(ProxEditPipeline)
+        assert isinstance(pipe.scheduler, DDIMScheduler)
         return pipe
 
     @torch.no_grad()

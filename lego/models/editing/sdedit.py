@@ -10,8 +10,7 @@ from torch import Tensor
 
 from lego.batch import EgoBatch
 from lego.hub import STABLE_DIFFUSION_15
-from lego.models.editing.components import check_sampler, load_components
-from lego.models.editing.diffusion import DiffusionGenerator
+from lego.models.editing.diffusion import NO_SAFETY_CHECKER, DiffusionGenerator
 
 
 class SDEditModule(DiffusionGenerator):
@@ -66,13 +65,7 @@ class SDEditModule(DiffusionGenerator):
 
     def build(self) -> None:
         """Load the text-to-image components (all frozen) and check the sampler."""
-        parts = load_components(self.pretrained, None, unet="text_to_image")
-        check_sampler(self.sampler, parts.noise_scheduler.config, self.sampler_options)
-        self.unet = parts.unet
-        self.vae = parts.vae
-        self.text_encoder = parts.text_encoder
-        self.tokenizer = parts.tokenizer
-        self.noise_scheduler = parts.noise_scheduler
+        self.load_networks("text_to_image")
 
     def pipeline(self) -> StableDiffusionImg2ImgPipeline | StableDiffusionPipeline:
         """The stock diffusers pipeline this module samples with, on its live networks.
@@ -82,18 +75,7 @@ class SDEditModule(DiffusionGenerator):
             fresh sampler; its progress bar is off (Lightning shows its own).
         """
         cls = StableDiffusionPipeline if self.strength >= 1.0 else StableDiffusionImg2ImgPipeline
-        pipe = cls(
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            unet=self.unet,
-            scheduler=self.sampling_scheduler(self.noise_scheduler.config),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return self.live_pipeline(cls, **NO_SAFETY_CHECKER)
 
     def pipeline_kwargs(self, batch: EgoBatch) -> dict[str, Any]:
         """The arguments of the pipeline call for a batch (prompts, image, options, generators)."""
